@@ -1,0 +1,110 @@
+"""
+Registering the reactor with libvirt: once per process, before any connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import libvirt
+from twisted.logger import Logger
+
+from ._eventloop import EventLoop, EventLoopReactor
+
+log = Logger()
+
+_lock = threading.Lock()
+_installed: EventLoop | None = None
+
+
+class EventLoopInstallError(RuntimeError):
+    """libvirt already has an event loop that is not this reactor's."""
+
+
+def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> EventLoop:
+    """
+    Make C{reactor} (the global reactor by default) libvirt's event loop and
+    return the implementation.  Call it before opening any connection; calling
+    it again with the same reactor returns the same object.
+
+    @param logErrors: send libvirt's error reports to the Twisted log (debug
+        level) instead of stderr, which is where libvirt prints every error,
+        even one the program catches as a C{libvirtError}.
+
+    @raise EventLoopInstallError: libvirt accepts one event loop per process,
+        and it is already another reactor or another implementation.
+    """
+    global _installed
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    with _lock:
+        if _installed is not None:
+            if _installed.reactor is reactor:
+                return _installed
+            raise EventLoopInstallError(
+                f"libvirt's event loop is already this package's, on"
+                f" {_installed.reactor!r}; libvirt accepts one event loop per"
+                f" process, so call install() once, with the reactor the program"
+                f" runs, and open connections after it"
+            )
+        _refuseForeignLoop()
+        loop = EventLoop(reactor)
+        try:
+            libvirt.virEventRegisterImpl(
+                loop.addHandle,
+                loop.updateHandle,
+                loop.removeHandle,
+                loop.addTimeout,
+                loop.updateTimeout,
+                loop.removeTimeout,
+            )
+        except RuntimeError as e:
+            raise _foreign(str(e)) from e
+        _installed = loop
+        if logErrors:
+            libvirt.registerErrorHandler(_logLibvirtError, None)
+    addTrigger = getattr(reactor, "addSystemEventTrigger", None)
+    if addTrigger is not None:
+        addTrigger("before", "shutdown", loop.drain)
+    log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
+    return loop
+
+
+def installed() -> EventLoop | None:
+    """The installed event loop, or L{None} before L{install}."""
+    return _installed
+
+
+def _refuseForeignLoop() -> None:
+    """
+    libvirt-python refuses a second Python implementation itself, but not
+    one registered before it in C (C{virEventRegisterDefaultImpl}); adding a
+    disabled timer tells whether any implementation is already there.
+    """
+    try:
+        timer = libvirt.virEventAddTimeout(-1, _never, None)
+    except libvirt.libvirtError:
+        return
+    libvirt.virEventRemoveTimeout(timer)
+    raise _foreign("another event loop implementation is registered")
+
+
+def _logLibvirtError(context: Any, error: Any) -> None:
+    """libvirt's error report, logged; the caller gets it as an exception."""
+    log.debug("libvirt: {message}", message=error[2], code=error[0], domain=error[1])
+
+
+def _never(timer: int, opaque: Any) -> None:
+    """A timer callback for a timer that never fires."""
+
+
+def _foreign(detail: str) -> EventLoopInstallError:
+    return EventLoopInstallError(
+        f"cannot make the reactor libvirt's event loop: {detail}. libvirt"
+        f" accepts one event loop per process: do not call"
+        f" virEventRegisterDefaultImpl() or libvirtaio, and call install()"
+        f" before anything else registers one"
+    )

@@ -1,0 +1,112 @@
+"""
+install(): one event loop per process, clear errors otherwise, and watches
+registered before the reactor runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+import libvirt_twisted
+from libvirt_twisted import EventLoopInstallError, install
+
+from ._harness import LOOP
+
+
+async def runPython(source: str) -> tuple[str, str, int]:
+    """Run C{source} in a fresh interpreter; return its output and status."""
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, ["-c", textwrap.dedent(source)], env=dict(os.environ), path=os.getcwd()
+    )
+    return out.decode(), err.decode(), code
+
+
+class InstallTests(TestCase):
+    timeout = 60
+
+    def test_sameReactorSameLoop(self) -> None:
+        self.assertIs(install(), LOOP)
+        self.assertIs(libvirt_twisted.installed(), LOOP)
+
+    def test_anotherReactorIsRefused(self) -> None:
+        with self.assertRaises(EventLoopInstallError) as raised:
+            install(MemoryReactorClock())
+        message = str(raised.exception)
+        self.assertIn("already this package's", message)
+        self.assertIn("call install() once", message)
+        self.assertIs(libvirt_twisted.installed(), LOOP)
+
+    async def test_defaultImplementationAlreadyRegistered(self) -> None:
+        out, err, code = await runPython(
+            """
+            import libvirt, libvirt_twisted
+            libvirt.virEventRegisterDefaultImpl()
+            try:
+                libvirt_twisted.install()
+            except libvirt_twisted.EventLoopInstallError as e:
+                print("refused:", e)
+            print("installed:", libvirt_twisted.installed())
+            """
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn("refused: cannot make the reactor libvirt's event loop", out)
+        self.assertIn("another event loop implementation is registered", out)
+        self.assertIn("installed: None", out)
+
+    async def test_libvirtaioAlreadyRegistered(self) -> None:
+        out, err, code = await runPython(
+            """
+            import asyncio, libvirtaio, libvirt_twisted
+            libvirtaio.virEventRegisterAsyncIOImpl(loop=asyncio.new_event_loop())
+            try:
+                libvirt_twisted.install()
+            except libvirt_twisted.EventLoopInstallError as e:
+                print("refused:", e)
+            """
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn("refused: cannot make the reactor libvirt's event loop", out)
+
+    async def test_registrationsBeforeTheReactorRuns(self) -> None:
+        out, err, code = await runPython(
+            """
+            import os, libvirt, libvirt_twisted
+            from twisted.internet import reactor
+            loop = libvirt_twisted.install()
+            conn = libvirt.open("test:///default")
+            events = []
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                lambda c, d, e, detail, o: events.append((d.name(), e)), None)
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            watched = []
+            libvirt.virEventAddHandle(r, libvirt.VIR_EVENT_HANDLE_READABLE,
+                lambda *a: (watched.append(a[2]), os.read(r, 1)), None)
+            os.write(w, b"x")
+            conn.createXML("<domain type='test'><name>early</name><memory>8192</memory>"
+                           "<os><type>hvm</type></os></domain>", 0).destroy()
+
+            def check():
+                if len(events) >= 2 and watched:
+                    print("events:", events, "watched:", watched)
+                    reactor.stop()
+                else:
+                    reactor.callLater(0.01, check)
+
+            reactor.callLater(0, check)
+            reactor.callLater(10, reactor.stop)
+            reactor.run()
+            # Shutting down drops every descriptor; libvirt must not hear of it.
+            print("after shutdown:", watched)
+            """
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn("events: [('early', 2), ('early', 5)] watched: [1]", out)
+        self.assertIn("after shutdown: [1]\n", out)
