@@ -93,6 +93,8 @@ class EventLoop:
         libvirt-python's C{virEventInvokeFreeCallback} unless a test needs a
         stand-in.
     @param isReactorThread: tells whether the caller is on the reactor thread.
+    @ivar fired: how many timer callbacks ran (for wake-up accounting).
+    @ivar dispatched: how many watch callbacks ran.
     """
 
     log = Logger()
@@ -111,12 +113,14 @@ class EventLoop:
         self._watches: dict[int, Watch] = {}
         self._files: dict[int, FileWatch] = {}
         self._timers: dict[int, Timer] = {}
-        self._retiring: dict[int, list[FileWatch]] = {}
-        self._dirtyFiles: set[FileWatch] = set()
-        self._dirtyTimers: set[Timer] = set()
-        self._toFree: list[Any] = []
+        self._inReactor: dict[int, FileWatch] = {}
+        self._dirty: set[FileWatch | Timer] = set()
+        self._toFree: list[tuple[FileWatch | Timer, Any]] = []
         self._flushPending = False
         self._drainWaiters: list[Deferred[None]] = []
+        self._shuttingDown = False
+        self.fired = 0
+        self.dispatched = 0
 
     def __repr__(self) -> str:
         return (
@@ -133,13 +137,18 @@ class EventLoop:
         if not callable(cb):
             raise TypeError(f"addHandle: callback {cb!r} is not callable")
         with self._lock:
-            watch = Watch(next(_ids), fd, events, cb, opaque)
             fileWatch = self._files.get(fd)
             if fileWatch is None:
-                fileWatch = self._files[fd] = FileWatch(fd, self._dispatch, self._lost)
+                fileWatch = self._files[fd] = FileWatch(fd, self)
+            watch = Watch(next(_ids), fileWatch, events, cb, opaque)
             fileWatch.watches[watch.id] = watch
             self._watches[watch.id] = watch
-        self._fileChanged(fileWatch)
+        try:
+            self._changed(fileWatch)
+        except BaseException:
+            self._discard(watch)
+            self._syncSafely(fileWatch)
+            raise
         return watch.id
 
     def updateHandle(self, watch: int, events: int) -> None:
@@ -149,8 +158,7 @@ class EventLoop:
             if found is None:
                 return
             found.events = events
-            fileWatch = self._files[found.fd]
-        self._fileChanged(fileWatch)
+        self._changed(found.file)
 
     def removeHandle(self, watch: int) -> int:
         """
@@ -158,18 +166,12 @@ class EventLoop:
         libvirt-python reports failure to libvirt only when this raises.
         """
         with self._lock:
-            found = self._watches.pop(watch, None)
+            found = self._watches.get(watch)
             if found is None:
                 raise KeyError(f"libvirt removed unknown watch {watch!r}")
-            found.live = False
-            fileWatch = self._files[found.fd]
-            del fileWatch.watches[watch]
-            if not fileWatch.watches:
-                fileWatch.retired = True
-                del self._files[found.fd]
-                self._retiring.setdefault(found.fd, []).append(fileWatch)
-            self._toFree.append(found.opaque)
-        self._fileChanged(fileWatch, freeing=True)
+            self._discard(found, locked=True)
+            self._toFree.append((found.file, found.opaque))
+        self._changed(found.file, freeing=True)
         return 0
 
     def addTimeout(self, timeout: int, cb: TimeoutCallback, opaque: Any) -> int:
@@ -180,7 +182,7 @@ class EventLoop:
         with self._lock:
             timer = Timer(next(_ids), timeout, cb, opaque)
             self._timers[timer.id] = timer
-        self._timerChanged(timer)
+        self._changed(timer)
         return timer.id
 
     def updateTimeout(self, timer: int, timeout: int) -> None:
@@ -190,7 +192,7 @@ class EventLoop:
             if found is None:
                 return
             found.interval = timeout
-        self._timerChanged(found)
+        self._changed(found)
 
     def removeTimeout(self, timer: int) -> int:
         """Stop C{timer}; its free callback runs on a later reactor turn."""
@@ -199,8 +201,8 @@ class EventLoop:
             if found is None:
                 raise KeyError(f"libvirt removed unknown timer {timer!r}")
             found.live = False
-            self._toFree.append(found.opaque)
-        self._timerChanged(found, freeing=True)
+            self._toFree.append((found, found.opaque))
+        self._changed(found, freeing=True)
         return 0
 
     # Idleness, for programs that must not stop the reactor too early.
@@ -232,26 +234,37 @@ class EventLoop:
                 "unfreed": len(self._toFree),
             }
 
+    def shuttingDown(self) -> None:
+        """
+        The reactor is shutting down: it is about to drop every descriptor,
+        which says nothing about libvirt's fds, so libvirt must not hear of it.
+        """
+        self._shuttingDown = True
+
     # Applying changes to the reactor.
 
-    def _fileChanged(self, fileWatch: FileWatch, freeing: bool = False) -> None:
-        if self._isReactorThread():
-            self._syncFile(fileWatch)
-            if freeing:
-                self._scheduleFlush(fromReactor=True)
-        else:
+    def _discard(self, watch: Watch, locked: bool = False) -> None:
+        """Forget a watch (under the lock); retire its fd if it was the last."""
+        if not locked:
             with self._lock:
-                self._dirtyFiles.add(fileWatch)
-            self._scheduleFlush(fromReactor=False)
+                self._discard(watch, locked=True)
+            return
+        watch.live = False
+        self._watches.pop(watch.id, None)
+        fileWatch = watch.file
+        fileWatch.watches.pop(watch.id, None)
+        if not fileWatch.watches and not fileWatch.retired:
+            fileWatch.retired = True
+            del self._files[fileWatch.fd]
 
-    def _timerChanged(self, timer: Timer, freeing: bool = False) -> None:
+    def _changed(self, thing: FileWatch | Timer, freeing: bool = False) -> None:
         if self._isReactorThread():
-            self._syncTimer(timer)
+            self._sync(thing)
             if freeing:
                 self._scheduleFlush(fromReactor=True)
         else:
             with self._lock:
-                self._dirtyTimers.add(timer)
+                self._dirty.add(thing)
             self._scheduleFlush(fromReactor=False)
 
     def _scheduleFlush(self, fromReactor: bool) -> None:
@@ -267,19 +280,18 @@ class EventLoop:
     def _flush(self) -> None:
         """
         On the reactor thread, from a clean stack: apply what other threads
-        changed, then run the free callbacks, fds first so that no fd is still
-        in the reactor when freeing lets libvirt close it.
+        changed, then run the free callbacks, each after its own fd or timer
+        has left the reactor, so that freeing cannot let libvirt close an fd
+        the reactor still watches.
         """
         with self._lock:
             self._flushPending = False
-            files, self._dirtyFiles = self._dirtyFiles, set()
-            timers, self._dirtyTimers = self._dirtyTimers, set()
+            dirty, self._dirty = self._dirty, set()
             frees, self._toFree = self._toFree, []
-        for fileWatch in files:
-            self._syncFile(fileWatch)
-        for timer in timers:
-            self._syncTimer(timer)
-        for opaque in frees:
+        for thing in dirty:
+            self._syncSafely(thing)
+        for thing, opaque in frees:
+            self._syncSafely(thing)
             try:
                 self._free(opaque)
             except Exception:
@@ -291,23 +303,32 @@ class EventLoop:
         for waiter in waiters:
             waiter.callback(None)
 
+    def _syncSafely(self, thing: FileWatch | Timer) -> None:
+        try:
+            self._sync(thing)
+        except Exception:
+            self.log.failure("updating the reactor for {thing!r} failed", thing=thing)
+
+    def _sync(self, thing: FileWatch | Timer) -> None:
+        if isinstance(thing, Timer):
+            self._syncTimer(thing)
+        else:
+            self._syncFile(thing)
+
     def _syncFile(self, fileWatch: FileWatch) -> None:
-        """
-        Make the reactor's interest in an fd match its live watches.  A
-        retired descriptor on the same fd number leaves the reactor first, or
-        the reactor would take the new one for it.
-        """
-        with self._lock:
-            wanted = 0 if fileWatch.retired else fileWatch.wanted()
-            retiring = self._retiring.pop(fileWatch.fd, ())
-        for previous in retiring:
-            if previous is not fileWatch:
-                self._syncFile(previous)
-        if fileWatch.retired and not fileWatch.stillSameFile():
-            self._forget(fileWatch)
+        """Make the reactor's interest in an fd match its live watches."""
+        if fileWatch.retired:
+            self._takeOut(fileWatch)
             return
+        with self._lock:
+            wanted = fileWatch.wanted()
         reading = bool(wanted & READABLE)
         writing = bool(wanted & WRITABLE)
+        owner = self._inReactor.get(fileWatch.fd)
+        if owner is not None and owner is not fileWatch and (reading or writing):
+            # The reactor keys descriptors by fd number: the retired one
+            # that had this number must leave before the new one arrives.
+            self._takeOut(owner)
         if reading != fileWatch.reading:
             if reading:
                 self.reactor.addReader(fileWatch)
@@ -320,34 +341,34 @@ class EventLoop:
             else:
                 self.reactor.removeWriter(fileWatch)
             fileWatch.writing = writing
+        if reading or writing:
+            self._inReactor[fileWatch.fd] = fileWatch
+        elif self._inReactor.get(fileWatch.fd) is fileWatch:
+            del self._inReactor[fileWatch.fd]
 
-    def _forget(self, fileWatch: FileWatch) -> None:
+    def _takeOut(self, fileWatch: FileWatch) -> None:
         """
-        The fd was closed (and perhaps reused) while still watched: a watch
-        removed from another thread, then the fd closed before the reactor
-        thread could take it out.  The kernel has dropped it already; make the
-        reactor forget it too without failing on the stale fd.
+        Take a descriptor out of the reactor, even if its fd was closed
+        meanwhile (a watch removed from another thread, then its fd closed
+        before the reactor thread got to it).
         """
-        if not (fileWatch.reading or fileWatch.writing):
-            return
-        self.log.warn(
-            "fd {fd} was closed while the reactor still watched it; libvirt"
-            " fds must stay open until the watch's free callback has run",
-            fd=fileWatch.fd,
-        )
-        for remove in (self.reactor.removeReader, self.reactor.removeWriter):
-            try:
-                remove(fileWatch)
-            except OSError:
-                _dropStaleEpollEntry(self.reactor, fileWatch.fd)
+        try:
+            if fileWatch.reading:
+                self.reactor.removeReader(fileWatch)
+            if fileWatch.writing:
+                self.reactor.removeWriter(fileWatch)
+        except OSError:
+            self.log.warn(
+                "fd {fd} was closed while the reactor still watched it; an fd"
+                " must stay open until its watch's free callback has run",
+                fd=fileWatch.fd,
+            )
+            _dropStaleEpollEntry(self.reactor, fileWatch.fd)
         fileWatch.reading = fileWatch.writing = False
+        if self._inReactor.get(fileWatch.fd) is fileWatch:
+            del self._inReactor[fileWatch.fd]
 
-    def _lost(self, fileWatch: FileWatch) -> None:
-        """The reactor dropped an fd that reported a hang-up or error."""
-        if not fileWatch.retired:
-            self.reactor.callLater(0, self._syncFile, fileWatch)
-
-    def _dispatch(self, fileWatch: FileWatch, events: int) -> None:
+    def dispatch(self, fileWatch: FileWatch, events: int) -> None:
         """Call every live watch on the fd whose events intersect C{events}."""
         if not events:
             return
@@ -356,6 +377,7 @@ class EventLoop:
         for watch in watches:
             got = events & (watch.events | ALWAYS)
             if got and watch.live:
+                self.dispatched += 1
                 try:
                     watch.callback(watch.id, watch.fd, got, watch.opaque)
                 except Exception:
@@ -364,6 +386,20 @@ class EventLoop:
                         watch=watch.id,
                         fd=watch.fd,
                     )
+
+    def lost(self, fileWatch: FileWatch, events: int) -> None:
+        """
+        The reactor dropped an fd.  Tell its watches what poll() sees and, as
+        libvirt's own loop is level-triggered, put it back next turn while
+        watches remain; unless the reactor is merely shutting down.
+        """
+        if self._inReactor.get(fileWatch.fd) is fileWatch:
+            del self._inReactor[fileWatch.fd]
+        if self._shuttingDown or not events:
+            return
+        self.dispatch(fileWatch, events)
+        if not fileWatch.retired:
+            self.reactor.callLater(0, self._syncSafely, fileWatch)
 
     def _syncTimer(self, timer: Timer) -> None:
         """(Re)start C{timer}'s countdown on the reactor, or stop it."""
@@ -381,6 +417,7 @@ class EventLoop:
         timer.call = None
         if not timer.live or timer.interval < 0:
             return
+        self.fired += 1
         try:
             timer.callback(timer.id, timer.opaque)
         except Exception:

@@ -11,10 +11,9 @@ of the live watches' events.
 
 from __future__ import annotations
 
-import os
 import select
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import libvirt
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
@@ -37,26 +36,40 @@ class Watch:
     One libvirt watch: what libvirt passed to C{addHandle}.
 
     C{live} turns false, under the event loop's lock, the moment libvirt
-    removes the watch; dispatch checks it right before every call so that a
-    removed watch is never called again, even later in the same iteration.
+    removes the watch; dispatch checks it right before every call, so that a
+    watch removed on the reactor thread is never called again, even later in
+    the same iteration.
     """
 
-    __slots__ = ("callback", "events", "fd", "id", "live", "opaque")
+    __slots__ = ("callback", "events", "fd", "file", "id", "live", "opaque")
 
     def __init__(
-        self, id: int, fd: int, events: int, callback: HandleCallback, opaque: Any
+        self,
+        id: int,
+        file: FileWatch,
+        events: int,
+        callback: HandleCallback,
+        opaque: Any,
     ) -> None:
         self.id = id
-        self.fd = fd
+        self.file = file
+        self.fd = file.fd
         self.events = events
         self.callback = callback
         self.opaque = opaque
         self.live = True
 
 
-def pollEvents(fd: int, poller: select.poll) -> int:
+class Owner(Protocol):
+    """What a L{FileWatch} reports to: the event loop."""
+
+    def dispatch(self, file: FileWatch, events: int) -> None: ...
+    def lost(self, file: FileWatch, events: int) -> None: ...
+
+
+def pollEvents(poller: select.poll) -> int:
     """
-    Ask the kernel, without blocking, what C{poll()} reports for C{fd} now,
+    Ask the kernel, without blocking, what C{poll()} reports for the fd now,
     as libvirt event flags.
 
     Twisted's C{doRead} says only "readable"; libvirt needs to know whether
@@ -82,18 +95,6 @@ def pollEvents(fd: int, poller: select.poll) -> int:
     return events
 
 
-def fileIdentity(fd: int) -> tuple[int, int] | None:
-    """
-    The (device, inode) of the open file behind C{fd}, or L{None} if C{fd} is
-    not open.  It tells whether an fd number still names the file we watched.
-    """
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 @implementer(IReadDescriptor, IWriteDescriptor)
 class FileWatch:
     """
@@ -108,20 +109,13 @@ class FileWatch:
         another file.
     """
 
-    def __init__(
-        self,
-        fd: int,
-        dispatch: Callable[[FileWatch, int], None],
-        lost: Callable[[FileWatch], None],
-    ) -> None:
+    def __init__(self, fd: int, owner: Owner) -> None:
         self.fd = fd
-        self.identity = fileIdentity(fd)
         self.watches: dict[int, Watch] = {}
         self.reading = False
         self.writing = False
         self.retired = False
-        self._dispatch = dispatch
-        self._lost = lost
+        self._owner = owner
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN | select.POLLOUT)
 
@@ -135,10 +129,6 @@ class FileWatch:
             events |= watch.events
         return events
 
-    def stillSameFile(self) -> bool:
-        """Whether the fd number still names the file it named when watched."""
-        return self.identity is not None and fileIdentity(self.fd) == self.identity
-
     def fileno(self) -> int:
         return self.fd
 
@@ -147,23 +137,18 @@ class FileWatch:
 
     def doRead(self) -> None:
         # Errors and hang-ups go with the read side when there is one.
-        self._dispatch(self, pollEvents(self.fd, self._poller) & (READABLE | ALWAYS))
+        self._owner.dispatch(self, pollEvents(self._poller) & (READABLE | ALWAYS))
 
     def doWrite(self) -> None:
         mask = WRITABLE if self.reading else WRITABLE | ALWAYS
-        self._dispatch(self, pollEvents(self.fd, self._poller) & mask)
+        self._owner.dispatch(self, pollEvents(self._poller) & mask)
 
     def connectionLost(self, reason: Failure) -> None:
         """
         epoll and poll reactors report a hang-up without pending input (and
         the select reactor an fd it cannot poll) here, after dropping the
         descriptor; so does a reactor that shuts down, for every descriptor.
-        Tell the watches what poll() sees, nothing more, then let the event
-        loop put the fd back if something was seen: libvirt's own loop is
-        level-triggered and keeps reporting a condition until the watch goes.
+        The event loop decides what the watches hear of it.
         """
         self.reading = self.writing = False
-        events = pollEvents(self.fd, self._poller)
-        if events:
-            self._dispatch(self, events)
-            self._lost(self)
+        self._owner.lost(self, pollEvents(self._poller))

@@ -68,7 +68,11 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
             libvirt.registerErrorHandler(_logLibvirtError, None)
     addTrigger = getattr(reactor, "addSystemEventTrigger", None)
     if addTrigger is not None:
-        addTrigger("before", "shutdown", loop.drain)
+        # Shutting down drops every descriptor: libvirt must not hear of
+        # that.  Once the "before" phase (services closing connections) is
+        # over, run the free callbacks that are still due, from a clean stack.
+        addTrigger("before", "shutdown", loop.shuttingDown)
+        addTrigger("during", "shutdown", loop._flush)
     log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
     return loop
 

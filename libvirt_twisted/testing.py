@@ -67,9 +67,16 @@ class PrivateLibvirtd:
     @param cacheDir: where the daemon keeps its QEMU capabilities cache;
         sharing one between daemons saves the first QEMU start of each about
         two seconds.  Default: inside the daemon's own directory.
+    @param config: settings for the daemon's C{libvirtd.conf}, e.g.
+        C{{"keepalive_interval": 1}}; strings are quoted, ints are not.
     """
 
-    def __init__(self, user: str | None = None, cacheDir: str | None = None) -> None:
+    def __init__(
+        self,
+        user: str | None = None,
+        cacheDir: str | None = None,
+        config: dict[str, str | int] | None = None,
+    ) -> None:
         self._uid, self._gid = _daemonIds(user)
         self.base = tempfile.mkdtemp(prefix="libvirt-twisted-")
         os.chmod(self.base, 0o700)
@@ -78,6 +85,8 @@ class PrivateLibvirtd:
             path = os.path.join(self.base, sub)
             os.mkdir(path, 0o700)
             self._env[var] = path
+        if config:
+            _writeConfig(os.path.join(self._env["XDG_CONFIG_HOME"], "libvirt"), config)
         _chownTree(self.base, self._uid, self._gid)
         if cacheDir is not None:
             self._env["XDG_CACHE_HOME"] = cacheDir
@@ -274,6 +283,18 @@ def _daemonIds(user: str | None) -> tuple[int, int]:
     if entry.pw_uid == 0:
         raise DaemonError("libvirtd must not run as root here: it would run in system mode")
     return entry.pw_uid, entry.pw_gid
+
+
+def _writeConfig(directory: str, config: dict[str, str | int]) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lines = []
+    for key, value in config.items():
+        if not key.replace("_", "").isalnum():
+            raise ValueError(f"not a libvirtd.conf setting: {key!r}")
+        shown = str(value) if isinstance(value, int) else '"' + value.replace('"', "") + '"'
+        lines.append(f"{key} = {shown}\n")
+    with open(os.path.join(directory, "libvirtd.conf"), "w") as f:
+        f.writelines(lines)
 
 
 def _chownTree(top: str, uid: int, gid: int) -> None:

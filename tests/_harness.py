@@ -12,13 +12,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import libvirt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from libvirt_twisted import EventLoop, install
 from libvirt_twisted.testing import PrivateLibvirtd, daemonUnavailable
@@ -57,10 +58,13 @@ def requireDaemon() -> None:
     raise SkipTest(reason)
 
 
-def startDaemon(case: TestCase) -> PrivateLibvirtd:
-    """A private libvirtd for C{case}, stopped (with its QEMUs) at cleanup."""
+def startDaemon(case: TestCase, **config: str | int) -> PrivateLibvirtd:
+    """
+    A private libvirtd for C{case}, stopped (with its QEMUs) at cleanup;
+    C{config} goes into its libvirtd.conf.
+    """
     requireDaemon()
-    daemon = PrivateLibvirtd(cacheDir=_qemuCache())
+    daemon = PrivateLibvirtd(cacheDir=_qemuCache(), config=config)
     case.addCleanup(daemon.stop)
     daemon.start()
     return daemon
@@ -108,6 +112,19 @@ def until(
 
     check()
     return result
+
+
+def logMessages(case: SynchronousTestCase) -> list[str]:
+    """Every message logged from now until C{case} ends, formatted."""
+    messages: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        messages.append(formatEvent(event) or "")
+
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return messages
 
 
 def openFds() -> set[int]:

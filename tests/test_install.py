@@ -73,6 +73,32 @@ class InstallTests(TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("refused: cannot make the reactor libvirt's event loop", out)
 
+    async def test_shutdownTellsLibvirtNothingAndFreesWhatIsDue(self) -> None:
+        out, err, code = await runPython(
+            """
+            import os, libvirt, libvirt_twisted
+            from twisted.internet import reactor
+            loop = libvirt_twisted.install()
+            conn = libvirt.open("test:///default")
+            r, w = os.pipe()
+            heard = []
+            libvirt.virEventAddHandle(r, libvirt.VIR_EVENT_HANDLE_READABLE,
+                                      lambda *a: heard.append(a[2]), None)
+
+            def closeBeforeShutdown():
+                # What a service's stopService does; and a peer that goes.
+                conn.close()
+                os.close(w)
+
+            reactor.addSystemEventTrigger("before", "shutdown", closeBeforeShutdown)
+            reactor.callWhenRunning(reactor.stop)
+            reactor.run()
+            print("heard:", heard, "unfreed:", loop.counts()["unfreed"])
+            """
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn("heard: [] unfreed: 0\n", out)
+
     async def test_registrationsBeforeTheReactorRuns(self) -> None:
         out, err, code = await runPython(
             """

@@ -57,10 +57,26 @@ class RemoteConnectionTests(TestCase):
         )
         self.assertEqual(set(threads), {threading.main_thread()})
 
-    async def test_keepaliveKeepsAnIdleConnectionOpen(self) -> None:
+    async def test_idleConnectionAnswersTheDaemonsProbes(self) -> None:
         """
-        With keepalive at 1 s x 2, a client whose probes went unanswered would
-        close itself after 3 s; through the reactor it stays open for longer.
+        A daemon probing every second drops a client that leaves two probes
+        unanswered: through the reactor, an idle client answers them.
+        """
+        daemon = startDaemon(self, keepalive_interval=1, keepalive_count=1)
+        conn = openConnection(self, daemon.testURI)
+        closed = Recorder()
+        conn.registerCloseCallback(lambda c, reason, o: closed(reason), None)
+        self.addCleanup(_unregisterClose, conn)
+        dispatched = LOOP.dispatched
+        await deferLater(reactor, 3.5, lambda: None)
+        self.assertEqual(closed.calls, [])
+        self.assertGreaterEqual(LOOP.dispatched - dispatched, 2)
+        self.assertIsInstance(conn.getLibVersion(), int)
+
+    async def test_keepaliveTimerProbesTheDaemon(self) -> None:
+        """
+        With keepalive at 1 s x 2, the client's timer fires every idle second
+        and probes the daemon, whose answers keep the connection open.
         """
         conn = openConnection(self, self.daemon.testURI)
         closed = Recorder()
@@ -69,10 +85,12 @@ class RemoteConnectionTests(TestCase):
         timers = LOOP.counts()["timers"]
         conn.setKeepAlive(1, 2)
         self.assertEqual(LOOP.counts()["timers"], timers + 1)
-        await deferLater(reactor, 4.5, lambda: None)
+        fired, dispatched = LOOP.fired, LOOP.dispatched
+        await deferLater(reactor, 3.5, lambda: None)
         self.assertEqual(closed.calls, [])
+        self.assertGreaterEqual(LOOP.fired - fired, 2)
+        self.assertGreaterEqual(LOOP.dispatched - dispatched, 2)
         self.assertTrue(conn.isAlive())
-        self.assertIsInstance(conn.getLibVersion(), int)
 
     async def test_closeReasonEOFWhenTheDaemonDies(self) -> None:
         baseline = LOOP.counts()

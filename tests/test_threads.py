@@ -44,46 +44,71 @@ class ThreadTests(TestCase):
         )
 
     async def test_churnFromManyThreads(self) -> None:
+        """
+        Threads add, update and remove watches and timers on fds that are
+        always readable, so that descriptors come and go while callbacks
+        fire: every callback runs on the reactor thread, none after its free,
+        every free exactly once.
+        """
+        journal: list[tuple[str, Any]] = []
+        threads: set[threading.Thread] = set()
+        self.loop = EventLoop(reactor, free=lambda opaque: journal.append(("free", opaque)))
         pipes = [os.pipe() for _ in range(8)]
         for r, w in pipes:
-            os.set_blocking(r, False)
+            os.write(w, b"x")
             self.addCleanup(os.close, r)
             self.addCleanup(os.close, w)
-        hits: list[int] = []
 
-        def callback(watch: int, fd: int, events: int, opaque: Any) -> None:
-            hits.append(watch)
+        def called(*args: Any) -> None:
+            threads.add(threading.current_thread())
+            journal.append(("call", args[-1]))
 
         def churn(seed: int) -> list[int]:
             rng = random.Random(seed)
             ids = []
-            for _ in range(300):
+            for n in range(300):
                 r, _ = rng.choice(pipes)
-                watch = self.loop.addHandle(r, rng.choice([0, READABLE, WRITABLE]), callback, seed)
-                timer = self.loop.addTimeout(rng.choice([-1, 0, 1, 50]), lambda t, o: None, seed)
+                token = (seed, n)
+                watch = self.loop.addHandle(r, rng.choice([0, READABLE]), called, token)
+                timer = self.loop.addTimeout(rng.choice([-1, 0, 1]), called, (*token, "t"))
                 self.loop.updateHandle(watch, rng.choice([0, READABLE]))
                 self.loop.updateTimeout(timer, rng.choice([-1, 0, 5]))
                 self.loop.removeHandle(watch)
                 self.loop.removeTimeout(timer)
                 ids += [watch, timer]
-            return ids
+            # At least one callback of each thread's runs before its removal.
+            r, _ = rng.choice(pipes)
+            ran = threading.Event()
 
-        # Events flow while the threads churn.
-        def consume(watch: int, fd: int, events: int, opaque: Any) -> None:
-            os.read(fd, 1)
+            def seen(*args: Any) -> None:
+                called(*args)
+                ran.set()
 
-        stay = [self.loop.addHandle(r, READABLE, consume, "stay") for r, _ in pipes]
-        for _, w in pipes:
-            os.write(w, b"x" * 100)
+            watch = self.loop.addHandle(r, READABLE, seen, (seed, "last"))
+            self.assertTrue(ran.wait(PATIENCE))
+            self.loop.removeHandle(watch)
+            return [*ids, watch]
+
         results = await self.inThreads(16, churn)
+        await self.loop.drain()
         allIds = [i for ids in results for i in ids]
         self.assertEqual(len(allIds), len(set(allIds)), "an id was handed out twice")
         self.assertTrue(all(i > 0 for i in allIds))
-        for watch in stay:
-            self.loop.removeHandle(watch)
-        await self.loop.drain()
         self.assertTrue(self.loop.isIdle(), self.loop)
-        self.assertEqual(len(self.freed.calls), len(allIds) + len(stay))
+        freed = [opaque for kind, opaque in journal if kind == "free"]
+        self.assertEqual(len(freed), len(allIds))
+        self.assertEqual(len(set(freed)), len(freed), "a free ran twice")
+        afterFree = set()
+        seenFree: set[Any] = set()
+        for kind, opaque in journal:
+            if kind == "free":
+                seenFree.add(opaque)
+            elif opaque in seenFree:
+                afterFree.add(opaque)
+        self.assertEqual(afterFree, set(), "called after its free")
+        calledBack = {opaque for kind, opaque in journal if kind == "call"}
+        self.assertLessEqual({(seed, "last") for seed in range(16)}, calledBack)
+        self.assertLessEqual(threads, {threading.main_thread()})
         fds = {r for r, _ in pipes}
         self.assertEqual([d for d in reactor.getReaders() if d.fileno() in fds], [])
         self.assertEqual([d for d in reactor.getWriters() if d.fileno() in fds], [])

@@ -5,15 +5,35 @@ on the running reactor (iterations).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from libvirt_twisted import EventLoop
 
 from ._harness import Recorder, turns, until
+
+
+@implementer(IReactorFromThreads)
+class ThreadedClock(MemoryReactorClock):
+    """A fake reactor whose calls from other threads wait until the test runs them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadCalls: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
+        self.threadCalls.append((callable, args))
+
+    def runThreadCalls(self) -> None:
+        calls, self.threadCalls = self.threadCalls, []
+        for f, args in calls:
+            f(*args)
 
 
 def clockLoop() -> tuple[EventLoop, MemoryReactorClock, Recorder]:
@@ -123,6 +143,22 @@ class TimerOnClockTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(len(other.calls), calls)
         self.assertEqual(sorted(freed.calls), [("other",), ("remover",)])
+
+    def test_removedFromAnotherThreadNeverFires(self) -> None:
+        clock = ThreadedClock()
+        onReactor = [True]
+        loop = EventLoop(clock, free=Recorder(), isReactorThread=lambda: onReactor[0])
+        fired = Recorder()
+        timer = loop.addTimeout(100, fired, None)
+        # Removed by another thread: the countdown runs out before the
+        # reactor thread gets to cancel it.
+        onReactor[0] = False
+        loop.removeTimeout(timer)
+        onReactor[0] = True
+        clock.advance(0.1)
+        self.assertEqual(fired.calls, [])
+        clock.runThreadCalls()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_freeRunsOnceOnALaterTurn(self) -> None:
         loop, clock, freed = clockLoop()

@@ -15,11 +15,12 @@ from typing import Any
 
 import libvirt
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventLoop
 
-from ._harness import LOOP, Recorder, turns, until
+from ._harness import LOOP, PATIENCE, Recorder, turns, until
 
 READABLE = libvirt.VIR_EVENT_HANDLE_READABLE
 WRITABLE = libvirt.VIR_EVENT_HANDLE_WRITABLE
@@ -207,6 +208,25 @@ class MatrixTests(WatchTestCase):
         self.assertEqual((len(sameFd.calls), len(otherFd.calls)), before)
         self.assertEqual(otherFd.calls, [])
 
+    async def test_removedLaterInTheSameDispatch(self) -> None:
+        r, w = self.pipe()
+        second = Recorder()
+        secondId: list[int] = []
+
+        def first(watch: int, fd: int, events: int, opaque: Any) -> None:
+            os.read(fd, 1)
+            self.loop.removeHandle(secondId[0])
+            self.loop.removeHandle(watch)
+
+        # Both watch the same fd, and are dispatched in the order they came:
+        # the second is removed while the first runs, in the same dispatch.
+        self.watch(r, READABLE, first)
+        secondId.append(self.watch(r, READABLE, second))
+        os.write(w, b"x")
+        await until(lambda: self.loop.isIdle())
+        await turns(3)
+        self.assertEqual(second.calls, [])
+
     async def test_sameFdTwiceOnceWithNoEvents(self) -> None:
         r, w = self.pipe()
         reading = Recorder(drainByte)
@@ -314,6 +334,92 @@ class HangupAndErrorTests(WatchTestCase):
         count = len(seen.calls)
         await turns(5)
         self.assertEqual(len(seen.calls), count)
+
+
+class FreeOrderingTests(TestCase):
+    """A free callback runs only once its fd has left the reactor."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.freedWhileWatched: list[bool] = []
+        self.r, self.w = os.pipe()
+        self.addCleanup(os.close, self.w)
+
+    def free(self, opaque: Any) -> None:
+        # What libvirt does when the last reference goes: close the fd.
+        fd = opaque
+        if fd is None:
+            return
+        self.freedWhileWatched.append(bool(descriptorsOn(fd) + descriptorsOn(fd, readers=False)))
+        os.close(fd)
+
+    async def test_removedOnTheReactorThread(self) -> None:
+        loop = EventLoop(reactor, free=self.free)
+        watch = loop.addHandle(self.r, READABLE | WRITABLE, drainByte, self.r)
+        loop.removeHandle(watch)
+        await loop.drain()
+        self.assertEqual(self.freedWhileWatched, [False])
+
+    async def test_removedFromAnotherThreadWhileOthersFlush(self) -> None:
+        """
+        Thread T removes the watch; before T has marked anything for the
+        reactor, thread U changes another watch, which makes the reactor
+        thread flush: it must not free T's watch while its fd is watched.
+        """
+        between, resume = threading.Event(), threading.Event()
+
+        def isReactorThread() -> bool:
+            thread = threading.current_thread()
+            if thread.name == "T" and not between.is_set():
+                between.set()
+                resume.wait(PATIENCE)
+            return thread is threading.main_thread()
+
+        loop = EventLoop(reactor, free=self.free, isReactorThread=isReactorThread)
+        other, otherW = os.pipe()
+        self.addCleanup(os.close, other)
+        self.addCleanup(os.close, otherW)
+        watch = loop.addHandle(self.r, READABLE, drainByte, self.r)
+        otherWatch = loop.addHandle(other, READABLE, drainByte, None)
+        remover = threading.Thread(target=loop.removeHandle, args=(watch,), name="T")
+        remover.start()
+        self.assertTrue(between.wait(PATIENCE))
+        updater = threading.Thread(target=loop.updateHandle, args=(otherWatch, READABLE))
+        updater.start()
+        updater.join()
+        await until(lambda: self.freedWhileWatched)
+        resume.set()
+        remover.join()
+        loop.removeHandle(otherWatch)
+        await loop.drain()
+        self.assertEqual(self.freedWhileWatched, [False])
+
+
+class WakeUpTests(TestCase):
+    """A change from another thread wakes an idle reactor."""
+
+    # Nothing else wakes the reactor here: if the thread's change did not,
+    # the test would only end when trial's timeout fires.
+    timeout = 10
+
+    async def test_watchAddedByAThreadWakesTheReactor(self) -> None:
+        loop = EventLoop(reactor, free=lambda opaque: None)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.write(w, b"x")
+        seen: Deferred[None] = Deferred()
+
+        def callback(watch: int, fd: int, events: int, opaque: Any) -> None:
+            loop.removeHandle(watch)
+            seen.callback(None)
+
+        thread = threading.Thread(target=loop.addHandle, args=(r, READABLE, callback, None))
+        thread.start()
+        thread.join()
+        await seen
+        await loop.drain()
 
 
 class RobustnessTests(WatchTestCase):
