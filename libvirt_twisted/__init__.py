@@ -3,14 +3,34 @@ libvirt-twisted: the Twisted reactor as libvirt's event loop.
 
 Call L{install} once, before opening any libvirt connection; libvirt then
 delivers its events, keepalives and close notices through the reactor.
+L{LibvirtConnection} wraps a connection so that its callbacks become
+Deferreds and queues; L{LibvirtService} keeps one open across failures.
 """
 
+from . import events
+from ._calls import InThread, callInThread, inThread, setThreadPoolSize
+from ._connection import LibvirtConnection, UnknownCallbackError
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, install, installed
+from ._queue import EventQueue, EventQueueFinished
+from ._service import ConnectionStatus, LibvirtService
+from ._uri import maskURI
 
 __all__ = [
+    "ConnectionStatus",
     "EventLoop",
     "EventLoopInstallError",
+    "EventQueue",
+    "EventQueueFinished",
+    "InThread",
+    "LibvirtConnection",
+    "LibvirtService",
+    "UnknownCallbackError",
+    "callInThread",
+    "events",
+    "inThread",
     "install",
     "installed",
+    "maskURI",
+    "setThreadPoolSize",
 ]

@@ -1,0 +1,411 @@
+"""
+LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
+from twisted.logger import Logger
+
+from . import _calls
+from ._eventloop import onReactorThread
+from ._fanout import FAMILIES, Dispatcher, FanOut, Key, Subscriber
+from ._install import installed
+from ._queue import EventQueue
+
+CLOSE_REASON_CLIENT: int = libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT
+
+Callback = Callable[..., object] | DeferredQueue[Any]
+
+
+class UnknownCallbackError(ValueError):
+    """No registration of that kind with that id on this connection."""
+
+
+class LibvirtConnection:
+    """
+    Wraps an open C{libvirt.virConnect} (opened after L{install}): callbacks
+    become Deferreds and queues, every event registration made through it is
+    tracked and torn down when the connection closes, whatever the reason,
+    so that the connection can be garbage collected.
+
+    Everything not defined here is forwarded to the wrapped connection,
+    C{virConnect}, so the wrapper is a drop-in replacement for it.
+
+    Callbacks: a plain callable runs inside libvirt's dispatch, as with
+    libvirt itself, so it must not call libvirt (schedule that with
+    C{reactor.callLater(0, ...)}); a Deferred or a queue fires on a later
+    reactor turn, outside the dispatch, where its consumers may call libvirt.
+
+    @param onClose: a callable C{(connection, reason)}, or a Deferred fired
+        with the reason (C{libvirt.VIR_CONNECT_CLOSE_REASON_*}), once the
+        connection closed and every registration was torn down.
+    @param onDomainChange: a callable, or a DeferredQueue receiving the
+        arguments as a tuple, for every domain lifecycle event.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        conn: libvirt.virConnect,
+        onClose: Callable[[LibvirtConnection, int], object] | Deferred[int] | None = None,
+        onDomainChange: Callback | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if not isinstance(conn, libvirt.virConnect):
+            raise TypeError(f"LibvirtConnection wraps a libvirt.virConnect, not {conn!r}")
+        loop = installed()
+        if loop is None:
+            raise RuntimeError(
+                "call libvirt_twisted.install() before opening the connection to wrap"
+            )
+        if onClose is not None and not (callable(onClose) or isinstance(onClose, Deferred)):
+            raise TypeError(f"onClose must be a callable or a Deferred, not {onClose!r}")
+        self.virConnect = conn
+        self.closeReason: int | None = None
+        self._reactor = _calls._resolve(reactor)
+        self._loop = loop
+        self._onClose = onClose
+        self._userClose: tuple[Callable[..., object], Any] | None = None
+        self._fanOut = FanOut()
+        self._registering = threading.Lock()
+        self._queued: list[tuple[DeferredQueue[Any], object]] = []
+        self._closing = False
+        self._closeWaiters: list[Deferred[int]] | None = None
+        self._closeDone = False
+        self._waiters: list[Deferred[int]] = []
+        conn.registerCloseCallback(_CloseDispatcher(self._libvirtClosed), None)
+        if onDomainChange is not None:
+            try:
+                self.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, onDomainChange
+                )
+            except BaseException:
+                _quietly(conn.unregisterCloseCallback)
+                raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closeReason is not None else "open"
+        return f"<LibvirtConnection {state} callbacks={len(self._fanOut)}>"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.virConnect, name)
+
+    # Tracked registration, with virConnect's names and signatures.  Each
+    # returns an id of this wrapper's (several subscribers may share one
+    # libvirt registration), for the matching *EventDeregisterAny.
+
+    def domainEventRegisterAny(
+        self, dom: libvirt.virDomain | None, eventID: int, cb: Callback, opaque: Any = None
+    ) -> int:
+        return self._subscribe("domain", dom, eventID, cb, opaque)
+
+    def networkEventRegisterAny(
+        self, net: libvirt.virNetwork | None, eventID: int, cb: Callback, opaque: Any = None
+    ) -> int:
+        return self._subscribe("network", net, eventID, cb, opaque)
+
+    def storagePoolEventRegisterAny(
+        self, pool: libvirt.virStoragePool | None, eventID: int, cb: Callback, opaque: Any = None
+    ) -> int:
+        return self._subscribe("storage_pool", pool, eventID, cb, opaque)
+
+    def nodeDeviceEventRegisterAny(
+        self, dev: libvirt.virNodeDevice | None, eventID: int, cb: Callback, opaque: Any = None
+    ) -> int:
+        return self._subscribe("node_device", dev, eventID, cb, opaque)
+
+    def secretEventRegisterAny(
+        self, secret: libvirt.virSecret | None, eventID: int, cb: Callback, opaque: Any = None
+    ) -> int:
+        return self._subscribe("secret", secret, eventID, cb, opaque)
+
+    def domainEventDeregisterAny(self, callbackID: int) -> None:
+        self._unsubscribe("domain", callbackID)
+
+    def networkEventDeregisterAny(self, callbackID: int) -> None:
+        self._unsubscribe("network", callbackID)
+
+    def storagePoolEventDeregisterAny(self, callbackID: int) -> None:
+        self._unsubscribe("storage_pool", callbackID)
+
+    def nodeDeviceEventDeregisterAny(self, callbackID: int) -> None:
+        self._unsubscribe("node_device", callbackID)
+
+    def secretEventDeregisterAny(self, callbackID: int) -> None:
+        self._unsubscribe("secret", callbackID)
+
+    def tracked(self) -> list[tuple[str, int, int]]:
+        """Every live registration made through the wrapper: (family, event id, id)."""
+        return self._fanOut.tracked()
+
+    def deregisterCallbacks(self) -> None:
+        """Deregister everything registered through the *EventRegisterAny methods."""
+        subscribers, entries = self._fanOut.clear()
+        self._forget(subscribers)
+        for entry in entries:
+            self._libvirtDeregister(entry.key, entry.libvirtId, quiet=self._closing)
+
+    def domainEventRegister(self, *args: object) -> None:
+        raise NotImplementedError(
+            "LibvirtConnection does not support the legacy domainEventRegister():"
+            " pass onDomainChange to receive lifecycle events, or use"
+            " domainEventRegisterAny()"
+        )
+
+    def domainEventDeregister(self, *args: object) -> None:
+        raise NotImplementedError(
+            "LibvirtConnection does not support the legacy domainEventDeregister():"
+            " lifecycle callbacks come through onDomainChange"
+        )
+
+    def registerCloseCallback(self, cb: Callable[..., object], opaque: Any = None) -> int:
+        """
+        Like virConnect's: one close callback, called C{(connection, reason,
+        opaque)} once the connection closed, after the teardown.
+        """
+        if not callable(cb):
+            raise TypeError(f"close callback {cb!r} is not callable")
+        if self._userClose is not None:
+            raise ValueError("a close callback is already registered on this connection")
+        self._userClose = (cb, opaque)
+        return 0
+
+    def unregisterCloseCallback(self) -> None:
+        if self._userClose is None:
+            raise ValueError("no close callback is registered on this connection")
+        self._userClose = None
+
+    # Lifetime.
+
+    @property
+    def inThread(self) -> _calls.InThread:
+        """This connection's methods, run on the libvirt call pool, returning Deferreds."""
+        return _calls.InThread(self.virConnect, self._reactor)
+
+    def whenClosed(self) -> Deferred[int]:
+        """A Deferred that fires with the close reason once the teardown is done."""
+        if self.closeReason is not None:
+            return succeed(self.closeReason)
+        waiter: Deferred[int] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def close(self) -> Deferred[int]:
+        """
+        Close the connection, off the reactor thread, with the same teardown
+        as a lost one.  The Deferred fires with the close reason
+        (C{VIR_CONNECT_CLOSE_REASON_CLIENT} unless the connection was lost
+        before) once libvirt has freed what the connection had registered with
+        the event loop.
+        """
+        if self._closeDone:
+            assert self.closeReason is not None
+            return succeed(self.closeReason)
+        waiter: Deferred[int] = Deferred()
+        if self._closeWaiters is not None:
+            self._closeWaiters.append(waiter)
+            return waiter
+        self._closeWaiters = [waiter]
+        subscribers, entries = self._fanOut.clear()
+        self._forget(subscribers)
+        self._closing = True
+        conn = self.virConnect
+
+        def closeInThread() -> None:
+            for entry in entries:
+                self._libvirtDeregister(entry.key, entry.libvirtId, quiet=True)
+            _quietly(conn.unregisterCloseCallback)
+            _quietly(conn.close)
+
+        def closed(_: object) -> None:
+            self._finish(CLOSE_REASON_CLIENT)
+            assert self.closeReason is not None
+            assert self._closeWaiters is not None
+            waiters, self._closeWaiters = self._closeWaiters, []
+            self._closeDone = True
+            for each in waiters:
+                each.callback(self.closeReason)
+
+        done = _calls.callInThread(self._reactor, closeInThread)
+        done.addErrback(lambda f: self.log.failure("closing {conn!r} failed", f, conn=self))
+        done.addCallback(lambda _: self._loop.drain())
+        done.addCallback(closed)
+        return waiter
+
+    # Internals.
+
+    def _subscribe(self, family: str, obj: Any, eventID: int, cb: Callback, opaque: Any) -> int:
+        spec = FAMILIES[family]
+        if self._closing:
+            raise RuntimeError(f"cannot register on {self!r}: the connection is closed")
+        _checkEventID(family, eventID)
+        queue = cb if isinstance(cb, DeferredQueue) else None
+        if queue is None and not callable(cb):
+            raise TypeError(f"the callback must be a callable or a DeferredQueue, not {cb!r}")
+        if obj is not None and not isinstance(obj, spec.objectType):
+            raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
+        key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
+        with self._registering:
+            callback = None if isinstance(cb, DeferredQueue) else cb
+            subscriber, fresh = self._fanOut.add(key, callback, queue, opaque)
+            if fresh is not None:
+                try:
+                    fresh.libvirtId = getattr(self.virConnect, spec.register)(
+                        obj, eventID, Dispatcher(self._deliver, key), None
+                    )
+                except BaseException:
+                    self._fanOut.remove(subscriber.id)
+                    raise
+        subscriberId = subscriber.id
+        if isinstance(queue, EventQueue):
+            subscriber.forget = queue.registered(
+                lambda: self._unsubscribe(family, subscriberId, missingOK=True)
+            )
+        return subscriberId
+
+    def _unsubscribe(self, family: str, callbackID: int, missingOK: bool = False) -> None:
+        with self._registering:
+            try:
+                subscriber, entry = self._fanOut.remove(callbackID, family)
+            except KeyError:
+                if missingOK:
+                    return
+                raise UnknownCallbackError(
+                    f"no {family} event callback with id {callbackID!r} on {self!r}"
+                ) from None
+            self._forget([subscriber])
+            if entry is not None:
+                self._libvirtDeregister(entry.key, entry.libvirtId, quiet=self._closing)
+
+    def _libvirtDeregister(self, key: Key, libvirtId: int | None, quiet: bool) -> None:
+        if libvirtId is None:
+            return
+        deregister = getattr(self.virConnect, FAMILIES[key[0]].deregister)
+        try:
+            deregister(libvirtId)
+        except libvirt.libvirtError:
+            # A lost connection refuses the round trip but frees its side.
+            if not quiet:
+                raise
+
+    def _forget(self, subscribers: list[Subscriber]) -> None:
+        for subscriber in subscribers:
+            forget, subscriber.forget = subscriber.forget, None
+            if forget is not None:
+                forget()
+
+    def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
+        """libvirt's dispatch of one event: call or queue every subscriber of C{key}."""
+        if not onReactorThread():
+            self._reactor.callFromThread(self._deliver, key, args)
+            return
+        for subscriber in self._fanOut.subscribersOf(key):
+            item = (self, *args, subscriber.opaque)
+            if subscriber.queue is not None:
+                self._enqueue(subscriber.queue, item)
+                continue
+            assert subscriber.callback is not None
+            try:
+                subscriber.callback(*item)
+            except Exception:
+                self.log.failure("event callback {callback!r} raised", callback=subscriber.callback)
+
+    def _enqueue(self, queue: DeferredQueue[Any], item: object) -> None:
+        """Put C{item} in C{queue} on the next reactor turn, in order."""
+        if not self._queued:
+            self._reactor.callLater(0, self._putQueued)
+        self._queued.append((queue, item))
+
+    def _putQueued(self) -> None:
+        queued, self._queued = self._queued, []
+        for queue, item in queued:
+            try:
+                queue.put(item)
+            except Exception:
+                self.log.failure("could not queue an event for {queue!r}", queue=queue)
+
+    def _libvirtClosed(self, reason: int) -> None:
+        """libvirt's close callback: any thread, inside libvirt's dispatch."""
+        if onReactorThread():
+            self._reactor.callLater(0, self._lost, reason)
+        else:
+            self._reactor.callFromThread(self._lost, reason)
+
+    def _lost(self, reason: int) -> None:
+        """Tear down a connection that libvirt closed, outside its dispatch."""
+        if self._closing:
+            return
+        self._closing = True
+        self.deregisterCallbacks()
+        _quietly(self.virConnect.unregisterCloseCallback)
+        self.log.info("libvirt connection closed: {reason}", reason=_reasonName(reason), conn=self)
+        self._finish(reason)
+
+    def _finish(self, reason: int) -> None:
+        """Record the reason and tell everyone who asked; only the first time counts."""
+        if self.closeReason is not None:
+            return
+        self.closeReason = reason
+        onClose, self._onClose = self._onClose, None
+        userClose, self._userClose = self._userClose, None
+        if isinstance(onClose, Deferred):
+            onClose.callback(reason)
+        elif onClose is not None:
+            self._safely(onClose, self, reason)
+        if userClose is not None:
+            self._safely(userClose[0], self, reason, userClose[1])
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(reason)
+
+    def _safely(self, function: Callable[..., object], *args: Any) -> None:
+        try:
+            function(*args)
+        except Exception:
+            self.log.failure("close callback {callback!r} raised", callback=function)
+
+
+class _CloseDispatcher:
+    """The close callback libvirt holds; it refers to the wrapper weakly."""
+
+    def __init__(self, closed: Callable[[int], None]) -> None:
+        self._closed = weakref.WeakMethod(closed)
+
+    def __call__(self, conn: Any, reason: int, opaque: Any) -> None:
+        closed = self._closed()
+        if closed is not None:
+            closed(reason)
+
+
+def _checkEventID(family: str, eventID: object) -> None:
+    from .events import eventIDs
+
+    if not isinstance(eventID, int) or isinstance(eventID, bool):
+        raise TypeError(f"{family} event id must be an int, not {eventID!r}")
+    known = eventIDs(family)
+    if eventID not in known.values():
+        raise ValueError(
+            f"unknown {family} event id {eventID!r}; this libvirt has"
+            f" {', '.join(f'{n}={i}' for n, i in sorted(known.items(), key=lambda x: x[1]))}"
+        )
+
+
+def _reasonName(reason: int) -> str:
+    from .events import closeEvent
+
+    return str(closeEvent(reason).fields["reason"])
+
+
+def _quietly(function: Callable[[], object]) -> None:
+    """Call C{function}; a lost connection makes libvirt refuse, and that is fine."""
+    with contextlib.suppress(libvirt.libvirtError):
+        function()

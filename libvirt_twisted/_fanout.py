@@ -1,0 +1,199 @@
+"""
+Several subscribers per libvirt event registration.
+
+libvirt accepts one registration per (event id, object) on a connection:
+libvirt-python hands it the same C function for every registration of an
+event id, and libvirt rejects the duplicate.  L{FanOut} registers once per
+key and calls every subscriber of it, each with an id of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import DeferredQueue
+
+#: (family, event id, object filter): what libvirt knows one registration by.
+Key = tuple[str, int, str | None]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to register, deregister and filter one family of events."""
+
+    name: str
+    register: str
+    deregister: str
+    objectType: type
+    objectKey: Callable[[Any], str]
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family(
+            "domain",
+            "domainEventRegisterAny",
+            "domainEventDeregisterAny",
+            libvirt.virDomain,
+            lambda o: o.UUIDString(),
+        ),
+        Family(
+            "network",
+            "networkEventRegisterAny",
+            "networkEventDeregisterAny",
+            libvirt.virNetwork,
+            lambda o: o.UUIDString(),
+        ),
+        Family(
+            "storage_pool",
+            "storagePoolEventRegisterAny",
+            "storagePoolEventDeregisterAny",
+            libvirt.virStoragePool,
+            lambda o: o.UUIDString(),
+        ),
+        Family(
+            "node_device",
+            "nodeDeviceEventRegisterAny",
+            "nodeDeviceEventDeregisterAny",
+            libvirt.virNodeDevice,
+            lambda o: o.name(),
+        ),
+        Family(
+            "secret",
+            "secretEventRegisterAny",
+            "secretEventDeregisterAny",
+            libvirt.virSecret,
+            lambda o: o.UUIDString(),
+        ),
+    )
+}
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One registration made through the wrapper."""
+
+    id: int
+    key: Key
+    callback: Callable[..., object] | None
+    queue: DeferredQueue[Any] | None
+    opaque: Any
+    forget: Callable[[], None] | None = None
+
+
+@dataclass(eq=False)
+class Entry:
+    """One registration with libvirt, shared by its subscribers."""
+
+    key: Key
+    libvirtId: int | None = None
+    subscribers: dict[int, Subscriber] = field(default_factory=dict)
+
+
+class FanOut:
+    """
+    The subscriptions of one connection, by key and by id.  Mutations and
+    snapshots hold a small lock: libvirt may deliver from any thread and the
+    wrapper may register from its call pool.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._entries: dict[Key, Entry] = {}
+        self._subscribers: dict[int, Subscriber] = {}
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def add(
+        self, key: Key, callback: Callable[..., object] | None, queue: Any, opaque: Any
+    ) -> tuple[Subscriber, Entry | None]:
+        """
+        Record a subscriber; also return its entry if it is the first of its
+        key, in which case the caller must register with libvirt.
+        """
+        with self._lock:
+            subscriber = Subscriber(next(self._ids), key, callback, queue, opaque)
+            entry = self._entries.get(key)
+            fresh = entry is None
+            if entry is None:
+                entry = self._entries[key] = Entry(key)
+            entry.subscribers[subscriber.id] = subscriber
+            self._subscribers[subscriber.id] = subscriber
+        return subscriber, entry if fresh else None
+
+    def remove(
+        self, subscriberId: int, family: str | None = None
+    ) -> tuple[Subscriber, Entry | None]:
+        """
+        Forget a subscriber; also return its entry if it was the last of its
+        key, in which case the caller must deregister from libvirt.
+
+        @raise KeyError: no such subscriber (of C{family}, when given).
+        """
+        with self._lock:
+            subscriber = self._subscribers.get(subscriberId)
+            if subscriber is None or family not in (None, subscriber.key[0]):
+                raise KeyError(subscriberId)
+            del self._subscribers[subscriberId]
+            entry = self._entries[subscriber.key]
+            del entry.subscribers[subscriberId]
+            if entry.subscribers:
+                return subscriber, None
+            del self._entries[subscriber.key]
+            return subscriber, entry
+
+    def clear(
+        self, keep: Callable[[Subscriber], bool] = lambda s: False
+    ) -> tuple[list[Subscriber], list[Entry]]:
+        """Forget every subscriber but those C{keep} selects; return what went."""
+        with self._lock:
+            removed = [s for s in self._subscribers.values() if not keep(s)]
+        entries = []
+        for subscriber in removed:
+            try:
+                _, entry = self.remove(subscriber.id)
+            except KeyError:
+                continue
+            if entry is not None:
+                entries.append(entry)
+        return removed, entries
+
+    def tracked(self) -> list[tuple[str, int, int]]:
+        """(family, event id, subscriber id) of every subscriber."""
+        with self._lock:
+            return sorted((s.key[0], s.key[1], s.id) for s in self._subscribers.values())
+
+    def subscribersOf(self, key: Key) -> tuple[Subscriber, ...]:
+        """The subscribers of C{key} right now."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return tuple(entry.subscribers.values()) if entry is not None else ()
+
+
+class Dispatcher:
+    """
+    The callback libvirt holds for one key.  It refers to the wrapper weakly:
+    libvirt-python keeps callbacks alive from C, where the garbage collector
+    cannot see the cycle.
+    """
+
+    def __init__(self, deliver: Callable[[Key, tuple[Any, ...]], None], key: Key) -> None:
+        self._deliver = weakref.WeakMethod(deliver)
+        self._key = key
+
+    def __call__(self, virConnect: Any, *args: Any) -> None:
+        deliver = self._deliver()
+        if deliver is not None:
+            # libvirt passes (connection, object, details..., opaque).
+            deliver(self._key, args[:-1])

@@ -1,0 +1,385 @@
+"""
+libvirt event callbacks as readable, immutable L{Event} objects.
+
+A libvirt event callback receives the connection, the object, a few numbers
+and strings, and the opaque.  L{decode} turns what lies between the
+connection and the opaque into an L{Event}: the object's name and UUID, every
+other argument by its name, and every numeric code by its libvirt name, so
+that a monitor can log it or send it on as JSON (L{Event.asDict}).
+
+Nothing here lists libvirt's events, arguments or codes by hand: they are read
+from the installed libvirt-python, so this module follows its version.  Event
+ids come from the C{VIR_<FAMILY>_EVENT_ID_*} constants; an event's argument
+names from the C{virConnect._dispatch<Family>Event<Stem>Callback} method that
+libvirt-python calls for it (matched to the id by name, letters and digits
+only, case ignored); code names from the constants under a prefix.  What is
+written here is which prefix names which argument, and the few ids whose
+dispatch method is not named after them.  An id that matches no dispatch
+method still decodes, its arguments named C{arg1}, C{arg2}...
+
+A code the installed libvirt has no name for (a daemon newer than the
+library) becomes the string C{"UNKNOWN(<number>)"}: a coded field keeps its
+type, and the number is not lost.  Decoding reads the object's name and UUID
+with accessors that make no RPC, so it is safe inside a callback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
+from typing import Any
+
+import libvirt
+
+__all__ = ["FAMILIES", "Event", "allKinds", "closeEvent", "codeName", "decode", "eventIDs"]
+
+#: The object families that have events, as L{Event.family} names them.
+FAMILIES = ("domain", "network", "storage_pool", "node_device", "secret")
+
+#: Each family's object class and its local (no RPC) name and UUID accessors.
+_OBJECTS: dict[str, tuple[type[Any], str, str | None]] = {
+    "domain": (libvirt.virDomain, "name", "UUIDString"),
+    "network": (libvirt.virNetwork, "name", "UUIDString"),
+    "storage_pool": (libvirt.virStoragePool, "name", "UUIDString"),
+    "node_device": (libvirt.virNodeDevice, "name", None),
+    "secret": (libvirt.virSecret, "usageID", "UUIDString"),
+}
+
+#: Event ids that libvirt-python dispatches through a method not named after them.
+_DISPATCHED_AS = {
+    ("domain", "block_job_2"): "BlockJob",
+    ("domain", "reboot"): "Generic",
+    ("domain", "control_error"): "Generic",
+    ("storage_pool", "refresh"): "Generic",
+    ("node_device", "update"): "Generic",
+    ("secret", "value_changed"): "Generic",
+}
+
+#: Which constants name a coded argument: (family, dispatch stem, argument) -> prefix.
+#: The domain lifecycle event and detail are found apart (L{_lifecycleEvents}).
+_CODES = {
+    ("network", "Lifecycle", "event"): "VIR_NETWORK_EVENT_",
+    ("storage_pool", "Lifecycle", "event"): "VIR_STORAGE_POOL_EVENT_",
+    ("node_device", "Lifecycle", "event"): "VIR_NODE_DEVICE_EVENT_",
+    ("secret", "Lifecycle", "event"): "VIR_SECRET_EVENT_",
+    ("domain", "Watchdog", "action"): "VIR_DOMAIN_EVENT_WATCHDOG_",
+    ("domain", "IOError", "action"): "VIR_DOMAIN_EVENT_IO_ERROR_",
+    ("domain", "IOErrorReason", "action"): "VIR_DOMAIN_EVENT_IO_ERROR_",
+    ("domain", "Graphics", "phase"): "VIR_DOMAIN_EVENT_GRAPHICS_",
+    ("domain", "BlockJob", "type"): "VIR_DOMAIN_BLOCK_JOB_TYPE_",
+    ("domain", "BlockJob", "status"): "VIR_DOMAIN_BLOCK_JOB_",
+    ("domain", "DiskChange", "reason"): "VIR_DOMAIN_EVENT_DISK_",
+    ("domain", "TrayChange", "reason"): "VIR_DOMAIN_EVENT_TRAY_CHANGE_",
+    ("domain", "AgentLifecycle", "state"): "VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_",
+    ("domain", "AgentLifecycle", "reason"): "VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_REASON_",
+    ("domain", "MetadataChange", "mtype"): "VIR_DOMAIN_METADATA_",
+    ("network", "MetadataChange", "mtype"): "VIR_NETWORK_METADATA_",
+    ("domain", "MemoryFailure", "recipient"): "VIR_DOMAIN_EVENT_MEMORY_FAILURE_RECIPIENT_",
+    ("domain", "MemoryFailure", "action"): "VIR_DOMAIN_EVENT_MEMORY_FAILURE_ACTION_",
+}
+#: Bit-mask arguments, rendered as the list of their flags' names.
+_FLAGS = {("domain", "MemoryFailure", "flags"): "VIR_DOMAIN_MEMORY_FAILURE_"}
+_GRAPHICS_ADDRESS = "VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_"
+_CLOSE_REASON = "VIR_CONNECT_CLOSE_REASON_"
+#: Other constants that share a prefix above without being its codes.
+_NOT_CODES = (
+    "VIR_DOMAIN_BLOCK_JOB_ABORT_",
+    "VIR_DOMAIN_BLOCK_JOB_INFO_",
+    "VIR_DOMAIN_BLOCK_JOB_SPEED_",
+)
+
+#: L{Event.asDict} keys that are not fields.
+_CORE = ("family", "kind", "name", "uuid")
+
+
+@dataclass(frozen=True, repr=False)
+class Event:
+    """
+    One libvirt event, decoded.
+
+    @ivar family: one of L{FAMILIES}, or C{"connection"} for the close callback.
+    @ivar kind: C{"<family>.<event id name>"}, e.g. C{"domain.lifecycle"}.
+    @ivar name: the object's name (a secret's usage id), or L{None}.
+    @ivar uuid: the object's UUID, or L{None} where it has none.
+    @ivar fields: every other callback argument by name, codes by name; JSON
+        data, frozen (mappings read-only, sequences as tuples).
+    """
+
+    family: str
+    kind: str
+    name: str | None
+    uuid: str | None
+    fields: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        clashes = set(_CORE).intersection(self.fields)
+        if clashes:
+            raise ValueError(f"event fields may not be named {sorted(clashes)}")
+        object.__setattr__(self, "fields", _safe(self.fields))
+
+    def __repr__(self) -> str:
+        fields = "".join(f", {key}={value!r}" for key, value in _thaw(self.fields).items())
+        return f"Event({self.kind!r}, name={self.name!r}, uuid={self.uuid!r}{fields})"
+
+    def asDict(self) -> dict[str, Any]:
+        """The event as a new, JSON-ready dict: the four attributes, then the fields."""
+        core = {"family": self.family, "kind": self.kind, "name": self.name, "uuid": self.uuid}
+        return {**core, **_thaw(self.fields)}
+
+
+def eventIDs(family: str) -> dict[str, int]:
+    """
+    Event id names (lower case, e.g. C{"lifecycle"}) to libvirt's ids, for
+    one family, as the installed libvirt has them.
+    """
+    return dict(_eventIDs(_checkFamily(family)))
+
+
+def allKinds() -> dict[str, tuple[str, int]]:
+    """Every event kind of the installed libvirt: C{"domain.lifecycle"} -> (family, id)."""
+    return {
+        f"{family}.{name}": (family, eventID)
+        for family in FAMILIES
+        for name, eventID in _eventIDs(family).items()
+    }
+
+
+def codeName(prefix: str, value: int) -> str:
+    """
+    The name, less C{prefix}, of the libvirt constant under C{prefix} that
+    equals C{value}, or C{"UNKNOWN(<value>)"}.  Constants under a longer
+    prefix this module knows are not codes of C{prefix}
+    (C{VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_*} are not graphics phases).
+    """
+    return _codes(prefix).get(value, f"UNKNOWN({value})")
+
+
+def closeEvent(reason: int) -> Event:
+    """The close callback's C{reason} as a C{"connection.close"} event."""
+    named = codeName(_CLOSE_REASON, _code("connection.close", "reason", reason))
+    return Event("connection", "connection.close", None, None, {"reason": named})
+
+
+def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
+    """
+    Decode an event callback's arguments: C{args} are those after the
+    connection and before the opaque, the object first, e.g. C{(dom, event,
+    detail)} for a domain lifecycle event.  Unknown family or id: ValueError;
+    wrong number or type of arguments: TypeError.
+    """
+    ids = {value: name for name, value in _eventIDs(_checkFamily(family)).items()}
+    if _code(f"{family} event", "eventID", eventID) not in ids:
+        raise ValueError(f"the installed libvirt has no {family} event id {eventID!r}")
+    kind = f"{family}.{ids[eventID]}"
+    values = tuple(args)
+    positional = ("object", *(f"arg{index}" for index in range(1, len(values))))
+    stem, names = _signature(family, ids[eventID]) or ("", positional)
+    if len(values) != len(names):
+        raise TypeError(
+            f"{kind} takes {len(names)} arguments ({', '.join(names)}), got {len(values)}"
+        )
+    name, uuid = _identify(kind, family, values[0])
+    fields = {
+        (arg + "_" if arg in _CORE else arg): _convert(kind, (family, stem, arg), value)
+        for arg, value in zip(names[1:], values[1:], strict=True)
+    }
+    if (family, stem) == ("domain", "Lifecycle"):
+        fields.update(_lifecycle(kind, *values[1:]))
+    return Event(family, kind, name, uuid, fields)
+
+
+def _checkFamily(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown event family {family!r}: expected one of {FAMILIES}")
+    return family
+
+
+@cache
+def _constants() -> dict[str, int]:
+    """The installed libvirt's integer constants, but C{*_LAST}."""
+    return {
+        name: value
+        for name, value in vars(libvirt).items()
+        if name.startswith("VIR_") and type(value) is int and not name.endswith("_LAST")
+    }
+
+
+@cache
+def _eventIDs(family: str) -> dict[str, int]:
+    prefix = f"VIR_{family.upper()}_EVENT_ID_"
+    found = {name: value for name, value in _constants().items() if name.startswith(prefix)}
+    ordered = sorted(found.items(), key=lambda item: item[1])
+    return {name[len(prefix) :].lower(): value for name, value in ordered}
+
+
+@cache
+def _nested(prefix: str) -> tuple[str, ...]:
+    """The prefixes this module knows that lie inside C{prefix}."""
+    known = {*_CODES.values(), *_FLAGS.values(), _GRAPHICS_ADDRESS, _CLOSE_REASON, *_NOT_CODES}
+    known.update(f"VIR_{family.upper()}_EVENT_ID_" for family in FAMILIES)
+    return tuple(sorted(other for other in known if other.startswith(prefix) and other != prefix))
+
+
+def _under(prefix: str) -> list[str]:
+    """The constants under C{prefix} and under no longer prefix this module knows."""
+    nested = _nested(prefix)
+    return sorted(n for n in _constants() if n.startswith(prefix) and not n.startswith(nested))
+
+
+@cache
+def _codes(prefix: str) -> dict[int, str]:
+    """C{prefix}'s codes: value -> name less prefix; the first name wins a shared value."""
+    names: dict[int, str] = {}
+    for name in _under(prefix):
+        names.setdefault(_constants()[name], name[len(prefix) :])
+    return names
+
+
+@cache
+def _lifecycleEvents() -> dict[int, str]:
+    """
+    The domain lifecycle events: each C{VIR_DOMAIN_EVENT_<EVENT>} that has
+    details C{VIR_DOMAIN_EVENT_<EVENT>_*} and is not a detail itself
+    (C{SUSPENDED_POSTCOPY} has C{SUSPENDED_POSTCOPY_FAILED} after it).
+    """
+    prefix = "VIR_DOMAIN_EVENT_"
+    under = _under(prefix)
+    events: dict[int, str] = {}
+    for name in sorted(under, key=len):
+        event = name[len(prefix) :]
+        isDetail = any(event.startswith(known + "_") for known in events.values())
+        if not isDetail and any(other.startswith(name + "_") for other in under):
+            events.setdefault(_constants()[name], event)
+    return events
+
+
+def _lifecycle(kind: str, event: Any, detail: Any) -> dict[str, str]:
+    """A domain lifecycle event and its detail, named."""
+    name = _lifecycleEvents().get(_code(kind, "event", event))
+    if name is None:
+        return {"event": f"UNKNOWN({event})", "detail": f"UNKNOWN({_code(kind, 'detail', detail)})"}
+    return {
+        "event": name,
+        "detail": codeName(f"VIR_DOMAIN_EVENT_{name}_", _code(kind, "detail", detail)),
+    }
+
+
+def _camel(family: str) -> str:
+    return "".join(part.capitalize() for part in family.split("_"))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@cache
+def _dispatchers(family: str) -> dict[str, str]:
+    """libvirt-python's dispatch methods for C{family}: normalised stem -> stem."""
+    pattern = re.compile(rf"_dispatch{_camel(family)}Event(\w+)Callback")
+    stems = (match[1] for match in map(pattern.fullmatch, vars(libvirt.virConnect)) if match)
+    return {_normal(stem): stem for stem in stems}
+
+
+@cache
+def _signature(family: str, idName: str) -> tuple[str, tuple[str, ...]] | None:
+    """
+    The dispatch stem and argument names (the object first) of an event id,
+    or L{None} if no dispatch method matches it; L{decode} then names the
+    arguments C{arg1}, C{arg2}...
+    """
+    dispatchers = _dispatchers(family)
+    stem = dispatchers.get(_normal(idName)) or _DISPATCHED_AS.get((family, idName))
+    if stem is None or _normal(stem) not in dispatchers:
+        return None
+    method = getattr(libvirt.virConnect, f"_dispatch{_camel(family)}Event{stem}Callback")
+    parameters = inspect.signature(method).parameters
+    return stem, tuple(name for name in parameters if name not in ("self", "cbData"))
+
+
+def _identify(kind: str, family: str, obj: Any) -> tuple[str | None, str | None]:
+    """The object's name and UUID, read by accessors that make no RPC."""
+    cls, nameAccessor, uuidAccessor = _OBJECTS[family]
+    if not isinstance(obj, cls):
+        raise TypeError(f"{kind}: the first argument must be a {cls.__name__}, not {obj!r}")
+    name = getattr(obj, nameAccessor)() or None
+    return name, (getattr(obj, uuidAccessor)() if uuidAccessor else None)
+
+
+def _code(kind: str, arg: str, value: Any) -> int:
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{kind}: argument {arg!r} must be an int code, not {value!r}")
+    return value
+
+
+def _convert(kind: str, key: tuple[str, str, str], value: Any) -> Any:
+    """One callback argument as JSON data, its code or flags named if it has them."""
+    if key in _CODES:
+        return codeName(_CODES[key], _code(kind, key[2], value))
+    if key in _FLAGS:
+        return _flagNames(_FLAGS[key], _code(kind, key[2], value))
+    if key[:2] == ("domain", "Graphics") and key[2] in ("localAddr", "remoteAddr"):
+        return _address(value)
+    if key == ("domain", "Graphics", "subject"):
+        return _subject(value)
+    return _safe(value)
+
+
+def _flagNames(prefix: str, value: int) -> tuple[str, ...]:
+    names: list[str] = []
+    seen = 0
+    for bit, name in sorted(_codes(prefix).items()):
+        if bit and value & bit == bit:
+            names.append(name)
+            seen |= bit
+    if value & ~seen:
+        names.append(f"UNKNOWN({value & ~seen})")
+    return tuple(names)
+
+
+def _address(value: Any) -> Any:
+    """A graphics client or server address, its family by name."""
+    safe = _safe(value)
+    if isinstance(safe, Mapping) and type(safe.get("family")) is int:
+        return MappingProxyType({**safe, "family": codeName(_GRAPHICS_ADDRESS, safe["family"])})
+    return safe
+
+
+def _subject(value: Any) -> Any:
+    """A graphics client's identity, its (type, name) pairs as mappings."""
+    safe = _safe(value)
+    if isinstance(safe, tuple) and all(isinstance(i, tuple) and len(i) == 2 for i in safe):
+        return tuple(MappingProxyType({"type": pair[0], "name": pair[1]}) for pair in safe)
+    return safe
+
+
+def _safe(value: Any) -> Any:
+    """
+    C{value} as frozen JSON data: mappings read-only with string keys,
+    sequences as tuples, bytes decoded, NaN and infinities and other objects
+    as their repr.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(key): _safe(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(_safe(item) for item in value)
+    return repr(value)
+
+
+def _thaw(value: Any) -> Any:
+    """Frozen JSON data as new dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value

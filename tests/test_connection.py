@@ -1,0 +1,243 @@
+"""
+LibvirtConnection against the private daemon and the embedded test driver:
+tracked registrations, fan-out, queues, teardown on close and collection.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Any
+
+import libvirt
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.trial.unittest import TestCase
+
+from libvirt_twisted import EventQueue, LibvirtConnection, UnknownCallbackError
+
+from ._harness import LOOP, Recorder, startDaemon, testDomainXML, turns
+
+LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+REBOOT = libvirt.VIR_DOMAIN_EVENT_ID_REBOOT
+STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
+STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+
+
+class ConnectionTestCase(TestCase):
+    timeout = 60
+
+    def wrap(self, uri: str, **kwargs: Any) -> LibvirtConnection:
+        connection = LibvirtConnection(libvirt.open(uri), **kwargs)
+        self.addCleanup(connection.close)
+        return connection
+
+    def churn(self, uri: str, name: str) -> None:
+        """Start and destroy a domain from another client: STARTED, then STOPPED."""
+        other = libvirt.open(uri)
+        try:
+            other.createXML(testDomainXML(name), 0).destroy()
+        finally:
+            other.close()
+
+
+class WrapperTests(ConnectionTestCase):
+    """Against the embedded test driver: no daemon needed."""
+
+    uri = "test:///default"
+
+    def test_forwardsEverythingElse(self) -> None:
+        connection = self.wrap(self.uri)
+        self.assertEqual(connection.getType(), "TEST")
+        self.assertIsInstance(connection.virConnect, libvirt.virConnect)
+        self.assertEqual(
+            [d.name() for d in connection.listAllDomains()],
+            [d.name() for d in connection.virConnect.listAllDomains()],
+        )
+
+    def test_legacyRegistrationRefusedClearly(self) -> None:
+        connection = self.wrap(self.uri)
+        for method in (connection.domainEventRegister, connection.domainEventDeregister):
+            with self.assertRaises(NotImplementedError) as raised:
+                method(lambda *a: None, None)
+            self.assertIn("onDomainChange", str(raised.exception))
+
+    async def test_callablesQueuesAndOnDomainChangeShareOneEvent(self) -> None:
+        changes: EventQueue[tuple[Any, ...]] = EventQueue()
+        connection = self.wrap(self.uri, onDomainChange=changes)
+        first, second = Recorder(), Recorder()
+        plain: DeferredQueue[tuple[Any, ...]] = DeferredQueue()
+        ids = [
+            connection.domainEventRegisterAny(None, LIFECYCLE, first, "one"),
+            connection.domainEventRegisterAny(None, LIFECYCLE, second, "two"),
+            connection.domainEventRegisterAny(None, LIFECYCLE, plain, "three"),
+        ]
+        self.assertEqual(len(set(ids)), 3)
+        self.churn(self.uri, "fan")
+        await first.called(2)
+        await second.called(2)
+        for recorder, opaque in ((first, "one"), (second, "two")):
+            conn, dom, event, _detail, got = recorder.calls[0]
+            self.assertIs(conn, connection)
+            self.assertEqual((dom.name(), event, got), ("fan", STARTED, opaque))
+        item = await plain.get()
+        self.assertIs(item[0], connection)
+        self.assertEqual((item[1].name(), item[2], item[4]), ("fan", STARTED, "three"))
+        item = await changes.get()
+        self.assertEqual((item[1].name(), item[2]), ("fan", STARTED))
+
+        connection.domainEventDeregisterAny(ids[0])
+        self.churn(self.uri, "fan2")
+        await second.when(lambda calls: len(calls) == 4)
+        await turns(3)
+        self.assertEqual(len(first.calls), 2)
+
+    async def test_deferredConsumersMayCallLibvirt(self) -> None:
+        queue: EventQueue[tuple[Any, ...]] = EventQueue()
+        connection = self.wrap(self.uri)
+        connection.domainEventRegisterAny(None, LIFECYCLE, queue)
+        self.churn(self.uri, "consumer")
+        _, _dom, event, _, _ = await queue.get()
+        # A consumer runs outside libvirt's dispatch: libvirt calls are fine.
+        self.assertEqual(connection.lookupByName("test").name(), "test")
+        self.assertEqual(event, STARTED)
+
+    async def test_raisingCallbackIsLoggedOthersStillServed(self) -> None:
+        connection = self.wrap(self.uri)
+
+        def boom(*args: Any) -> None:
+            raise ZeroDivisionError("subscriber bug")
+
+        after = Recorder()
+        connection.domainEventRegisterAny(None, LIFECYCLE, boom)
+        connection.domainEventRegisterAny(None, LIFECYCLE, after)
+        self.churn(self.uri, "raiser")
+        await after.called(2)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_badInputRegistersNothing(self) -> None:
+        connection = self.wrap(self.uri)
+        domain = connection.lookupByName("test")
+        with self.assertRaises(ValueError) as raised:
+            connection.domainEventRegisterAny(None, 9999, Recorder())
+        self.assertIn("unknown domain event id 9999", str(raised.exception))
+        self.assertRaises(TypeError, connection.domainEventRegisterAny, None, "0", Recorder())
+        self.assertRaises(TypeError, connection.domainEventRegisterAny, None, LIFECYCLE, "no")
+        self.assertRaises(TypeError, connection.networkEventRegisterAny, domain, 0, Recorder())
+        self.assertEqual(connection.tracked(), [])
+        callbackId = connection.domainEventRegisterAny(domain, REBOOT, Recorder())
+        with self.assertRaises(UnknownCallbackError):
+            connection.networkEventDeregisterAny(callbackId)
+        with self.assertRaises(UnknownCallbackError):
+            connection.domainEventDeregisterAny(callbackId + 1000)
+        self.assertEqual(connection.tracked(), [("domain", REBOOT, callbackId)])
+        connection.domainEventDeregisterAny(callbackId)
+        self.assertEqual(connection.tracked(), [])
+
+    def test_libvirtRefusalRegistersNothing(self) -> None:
+        connection = self.wrap(self.uri)
+        other = libvirt.open(self.uri)
+        foreign = other.lookupByName("test")
+        other.close()
+        before = dict(getattr(connection.virConnect, "domainEventCallbackID", {}))
+        # A domain object of a closed connection: libvirt refuses the filter.
+        with self.assertRaises(libvirt.libvirtError):
+            connection.domainEventRegisterAny(foreign, LIFECYCLE, Recorder())
+        self.assertEqual(connection.tracked(), [])
+        self.assertEqual(getattr(connection.virConnect, "domainEventCallbackID", {}), before)
+
+    async def test_eventQueueFinishDeregisters(self) -> None:
+        connection = self.wrap(self.uri)
+        queue: EventQueue[tuple[Any, ...]] = EventQueue()
+        callbackId = connection.domainEventRegisterAny(None, LIFECYCLE, queue)
+        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        self.assertEqual(len(connection.virConnect.domainEventCallbackID), 1)
+        consumed = []
+
+        async def consume() -> None:
+            async for item in queue:
+                consumed.append(item)
+
+        from twisted.internet.defer import ensureDeferred
+
+        consumer = ensureDeferred(consume())
+        queue.finish()
+        await consumer
+        self.assertEqual(connection.tracked(), [])
+        self.assertEqual(connection.virConnect.domainEventCallbackID, {})
+        self.churn(self.uri, "after-finish")
+        await turns(3)
+        self.assertEqual(consumed, [])
+
+    async def test_userCloseCallbackAndOnClose(self) -> None:
+        onClose: Deferred[int] = Deferred()
+        connection = LibvirtConnection(libvirt.open(self.uri), onClose=onClose)
+        closed = Recorder()
+        connection.registerCloseCallback(closed, "mine")
+        self.assertRaises(ValueError, connection.registerCloseCallback, closed)
+        reason = await connection.close()
+        self.assertEqual(reason, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
+        self.assertEqual(await onClose, reason)
+        self.assertEqual(closed.calls, [(connection, reason, "mine")])
+        self.assertEqual(await connection.close(), reason)
+        self.assertRaises(RuntimeError, connection.domainEventRegisterAny, None, LIFECYCLE, closed)
+
+    def test_needsLibvirtConnection(self) -> None:
+        self.assertRaises(TypeError, LibvirtConnection, "test:///default")
+        conn = libvirt.open(self.uri)
+        self.addCleanup(conn.close)
+        self.assertRaises(TypeError, LibvirtConnection, conn, onClose="nope")
+
+
+class DaemonTests(ConnectionTestCase):
+    """Teardown and collection when a real daemon goes away."""
+
+    async def test_daemonKilledTearsEverythingDownAndFreesIt(self) -> None:
+        daemon = startDaemon(self)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        baseline = LOOP.counts()
+        onClose: Deferred[int] = Deferred()
+        changes: EventQueue[tuple[Any, ...]] = EventQueue()
+        conn = libvirt.open(daemon.testURI)
+        connection = LibvirtConnection(conn, onClose=onClose, onDomainChange=changes)
+        connection.domainEventRegisterAny(None, REBOOT, Recorder())
+        connection.networkEventRegisterAny(
+            None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, lambda *a: None
+        )
+        connection.storagePoolEventRegisterAny(
+            None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, changes
+        )
+        self.assertEqual(len(connection.tracked()), 4)
+        self.churn(daemon.testURI, "before-kill")
+        await changes.get()
+
+        daemon.kill()
+        reason = await onClose
+        self.assertEqual(reason, libvirt.VIR_CONNECT_CLOSE_REASON_EOF)
+        self.assertEqual(connection.tracked(), [])
+        self.assertEqual(connection.closeReason, reason)
+        # The queue was deregistered from the dead connection, not finished.
+        self.assertFalse(changes.finished)
+
+        wrapper, virConnect = weakref.ref(connection), weakref.ref(conn)
+        del connection, conn, onClose
+        changes.pending.clear()
+        # onClose fired from inside the teardown, whose frames are still live.
+        await turns(1)
+        # Freed by reference counting alone: no cycle waits for the collector.
+        self.assertIsNone(wrapper())
+        self.assertIsNone(virConnect())
+        await LOOP.drain()
+        self.assertEqual(LOOP.counts(), baseline)
+
+    async def test_closeTearsDownAndDrains(self) -> None:
+        daemon = startDaemon(self)
+        baseline = LOOP.counts()
+        connection = LibvirtConnection(libvirt.open(daemon.testURI), onDomainChange=Recorder())
+        connection.setKeepAlive(5, 3)
+        self.assertGreater(LOOP.counts()["watches"], baseline["watches"])
+        reason = await connection.close()
+        self.assertEqual(reason, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
+        self.assertEqual(connection.tracked(), [])
+        self.assertEqual(LOOP.counts(), baseline)

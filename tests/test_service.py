@@ -1,0 +1,244 @@
+"""
+LibvirtService: connecting off the reactor thread, keepalive, reconnection
+with resubscription across a daemon restart, retries, and a clean stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtService, maskURI
+
+from ._harness import LOOP, Recorder, logMessages, startDaemon, testDomainXML, until
+
+LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
+STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+
+
+def churn(uri: str, name: str) -> None:
+    conn = libvirt.open(uri)
+    try:
+        conn.createXML(testDomainXML(name), 0).destroy()
+    finally:
+        conn.close()
+
+
+class ServiceTestCase(TestCase):
+    timeout = 60
+
+    def service(self, uri: str, **kwargs: Any) -> tuple[LibvirtService, Recorder]:
+        kwargs.setdefault("retryPolicy", lambda failures: 0.05)
+        service = LibvirtService(uri, **kwargs)
+        statuses = Recorder()
+        service.addObserver(statuses)
+        self.addCleanup(self.stop, service)
+        return service, statuses
+
+    async def stop(self, service: LibvirtService) -> None:
+        if service.running:
+            await service.stopService()
+
+
+def states(statuses: Recorder) -> list[str]:
+    return [call[0].state for call in statuses.calls]
+
+
+class EmbeddedDriverTests(ServiceTestCase):
+    async def test_connectSubscribeStop(self) -> None:
+        service, statuses = self.service("test:///default")
+        events = Recorder()
+        service.subscribe("domain", LIFECYCLE, events, "opaque")
+        service.startService()
+        connection = await service.whenConnected()
+        self.assertIs(await service.whenConnected(), connection)
+        churn("test:///default", "svc")
+        await events.called(2)
+        self.assertIs(events.calls[0][0], connection)
+        self.assertEqual(events.calls[0][4], "opaque")
+        await service.stopService()
+        self.assertEqual(states(statuses), ["connected", "stopped"])
+        self.assertEqual(connection.tracked(), [])
+        self.assertTrue(LOOP.isIdle() or LOOP.counts()["unfreed"] == 0)
+
+    async def test_unsubscribeWhileConnected(self) -> None:
+        service, _ = self.service("test:///default")
+        events = Recorder()
+        subscription = service.subscribe("domain", LIFECYCLE, events)
+        service.startService()
+        connection = await service.whenConnected()
+        self.assertEqual(len(connection.tracked()), 1)
+        service.unsubscribe(subscription)
+        self.assertEqual(connection.tracked(), [])
+        self.assertRaises(ValueError, service.unsubscribe, subscription)
+
+    async def test_subscribeWhileConnected(self) -> None:
+        service, _ = self.service("test:///default")
+        service.startService()
+        connection = await service.whenConnected()
+        events = Recorder()
+        service.subscribe("domain", LIFECYCLE, events)
+        await until(lambda: connection.tracked())
+        churn("test:///default", "late")
+        await events.called(2)
+
+    async def test_whenConnectedFailsOnStop(self) -> None:
+        service, _ = self.service("test+unix:///default?socket=/nonexistent/libvirt-sock")
+        service.startService()
+        waiting = service.whenConnected()
+        await service.stopService()
+        with self.assertRaises(CancelledError):
+            await waiting
+
+
+class DaemonServiceTests(ServiceTestCase):
+    async def test_survivesDaemonRestartWithSubscriptionsIntact(self) -> None:
+        daemon = startDaemon(self)
+        service, statuses = self.service(daemon.testURI, keepalive=(1, 2))
+        queue: EventQueue[Any] = EventQueue()
+        service.subscribe("domain", LIFECYCLE, queue)
+        service.startService()
+        first = await service.whenConnected()
+        churn(daemon.testURI, "before")
+        items = [await queue.get() for _ in range(2)]
+        daemon.kill()
+        await statuses.when(lambda calls: "disconnected" in states(statuses))
+        daemon.start()
+        await statuses.when(lambda calls: "reconnected" in states(statuses))
+        second = await service.whenConnected()
+        self.assertIsNot(second, first)
+        self.assertEqual(first.tracked(), [])
+        churn(daemon.testURI, "after")
+        items += [await queue.get() for _ in range(4)]
+        summary = [
+            (item.state, item.reason)
+            if isinstance(item, ConnectionStatus)
+            else (item[1].name(), item[2])
+            for item in items
+        ]
+        self.assertEqual(
+            summary,
+            [
+                ("before", STARTED),
+                ("before", STOPPED),
+                ("disconnected", "EOF"),
+                ("reconnected", None),
+                ("after", STARTED),
+                ("after", STOPPED),
+            ],
+        )
+        self.assertEqual(states(statuses), ["connected", "disconnected", "reconnected"])
+
+    async def test_keepaliveDetectsAFrozenDaemon(self) -> None:
+        daemon = startDaemon(self)
+        service, statuses = self.service(daemon.testURI, keepalive=(1, 1))
+        service.startService()
+        await service.whenConnected()
+        daemon.pause()
+        self.addCleanup(daemon.resume)
+        await statuses.when(lambda calls: "disconnected" in states(statuses))
+        self.assertEqual(statuses.calls[1][0].reason, "KEEPALIVE")
+
+    async def test_readOnly(self) -> None:
+        daemon = startDaemon(self)
+        service, _ = self.service(daemon.testURI, readOnly=True)
+        service.startService()
+        connection = await service.whenConnected()
+        self.assertIn("test", [d.name() for d in await connection.inThread.listAllDomains()])
+        with self.assertRaises(libvirt.libvirtError) as raised:
+            await connection.inThread.createXML(testDomainXML("denied"), 0)
+        self.assertEqual(raised.exception.get_error_code(), libvirt.VIR_ERR_OPERATION_DENIED)
+
+    async def test_openAuth(self) -> None:
+        daemon = startDaemon(self)
+        asked = Recorder()
+
+        def credentials(creds: list[list[Any]], opaque: Any) -> int:
+            asked(creds)
+            return 0
+
+        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], credentials, None]
+        service, _ = self.service(daemon.testURI, auth=auth)
+        service.startService()
+        connection = await service.whenConnected()
+        self.assertEqual(await connection.inThread.getType(), "TEST")
+
+    async def test_stopWhileAnAttemptHangs(self) -> None:
+        daemon = startDaemon(self)
+        daemon.pause()
+        self.addCleanup(daemon.resume)
+        service, statuses = self.service(daemon.testURI)
+        service.startService()
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        daemon.resume()
+        await stopped
+        self.assertEqual(states(statuses), ["stopped"])
+        self.assertIsNone(service.connection)
+
+    async def test_unreachableRetriesThenFailsAfterFailures(self) -> None:
+        service, statuses = self.service("test+unix:///default?socket=/nonexistent/sock")
+        service.startService()
+        with self.assertRaises(libvirt.libvirtError):
+            await service.whenConnected(failAfterFailures=3)
+        self.assertEqual(states(statuses)[:3], ["failed"] * 3)
+        self.assertEqual([c[0].failures for c in statuses.calls[:3]], [1, 2, 3])
+
+    async def test_passwordsNeverLogged(self) -> None:
+        logged = logMessages(self)
+        uri = "test+unix://admin:s3cret@localhost/default?socket=/nonexistent/sock"
+        service, statuses = self.service(uri)
+        self.assertEqual(repr(service).count("s3cret"), 0)
+        service.startService()
+        await statuses.called(2)
+        await service.stopService()
+        text = "\n".join(logged + [repr(call) for call in statuses.calls])
+        self.assertIn("admin:***@localhost", text)
+        self.assertNotIn("s3cret", text)
+
+
+class RetryScheduleTests(SynchronousTestCase):
+    """The retry policy decides the delays, on an injected clock."""
+
+    def test_delaysFollowThePolicy(self) -> None:
+        clock = Clock()
+        service = LibvirtService(
+            "test+unix:///default?socket=/nonexistent/sock",
+            retryPolicy=lambda failures: 10.0 * failures,
+            clock=clock,
+        )
+        from twisted.python.failure import Failure
+
+        service.running = True
+        for failures in (1, 2, 3):
+            service._failed(Failure(OSError("unreachable")))
+            (call,) = clock.getDelayedCalls()
+            self.assertEqual(call.getTime(), clock.seconds() + 10.0 * failures)
+            call.cancel()
+            service._retry = None
+        service.running = False
+
+    def test_badArguments(self) -> None:
+        self.assertRaises(ValueError, LibvirtService, "not a uri")
+        self.assertRaises(ValueError, LibvirtService, "qemu:/system")
+        self.assertRaises(TypeError, LibvirtService, None)
+        self.assertRaises(ValueError, LibvirtService, "test:///default", keepalive=(0, 3))
+        self.assertRaises(ValueError, LibvirtService, "test:///default", keepalive=(5, -1))
+        self.assertRaises(TypeError, LibvirtService, "test:///default", keepalive=(5.0, 3))
+        service = LibvirtService("test:///default")
+        self.assertRaises(ValueError, service.subscribe, "vm", LIFECYCLE, print)
+        self.assertRaises(ValueError, service.subscribe, "domain", 4242, print)
+        self.assertRaises(TypeError, service.subscribe, "domain", LIFECYCLE, "print")
+        self.assertRaises(ValueError, service.unsubscribe, 7)
+
+    def test_maskURI(self) -> None:
+        self.assertEqual(
+            maskURI("qemu+ssh://root:hunter2@host/system"), "qemu+ssh://root:***@host/system"
+        )
+        self.assertEqual(maskURI("qemu+ssh://root@host/system"), "qemu+ssh://root@host/system")
+        self.assertEqual(maskURI("test:///default"), "test:///default")
