@@ -36,7 +36,16 @@ from typing import Any
 
 import libvirt
 
-__all__ = ["FAMILIES", "Event", "allKinds", "closeEvent", "codeName", "decode", "eventIDs"]
+__all__ = [
+    "FAMILIES",
+    "Event",
+    "allKinds",
+    "closeEvent",
+    "codeName",
+    "decode",
+    "domainState",
+    "eventIDs",
+]
 
 #: The object families that have events, as L{Event.family} names them.
 FAMILIES = ("domain", "network", "storage_pool", "node_device", "secret")
@@ -157,6 +166,25 @@ def codeName(prefix: str, value: int) -> str:
     (C{VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_*} are not graphics phases).
     """
     return _codes(prefix).get(value, f"UNKNOWN({value})")
+
+
+def domainState(state: int) -> str:
+    """
+    The name of a domain state (C{virDomainState}: C{RUNNING}, C{PAUSED},
+    C{SHUTOFF}...), from the one-word C{VIR_DOMAIN_*} constants.
+    """
+    return _domainStates().get(state, f"UNKNOWN({state})")
+
+
+@cache
+def _domainStates() -> dict[int, str]:
+    # VIR_DOMAIN_NONE is a flag value that shares 0 with VIR_DOMAIN_NOSTATE.
+    states = {}
+    for name, value in _constants().items():
+        match = re.fullmatch(r"VIR_DOMAIN_([A-Z]+)", name)
+        if match and match[1] != "NONE":
+            states[value] = match[1]
+    return states
 
 
 def closeEvent(reason: int) -> Event:

@@ -1,0 +1,355 @@
+"""
+C{twistd libvirt-monitor}: watch one hypervisor or a fleet and write every
+event as a line of text or JSON.
+
+Each URI gets a L{LibvirtService} of its own, so a slow, dead or unreachable
+host never delays the others; at start and after every reconnection the
+monitor writes the connection's state and an inventory of its domains, so a
+consumer can resynchronise after a gap.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import IO, Any, ClassVar
+
+import libvirt
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from . import events
+from ._calls import callInThread, setThreadPoolSize
+from ._connection import LibvirtConnection
+from ._install import install
+from ._records import Format, RecordWriter
+from ._service import ConnectionStatus, LibvirtService
+from ._uri import checkURI, maskURI
+
+log = Logger()
+
+DEFAULT_URI = "test:///default"
+
+
+class Options(usage.Options):
+    """The monitor's command line."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Watch libvirt hypervisors and write every event, one per line, as text"
+        " or JSON. Every URI is watched on its own connection, reconnected with"
+        " backoff when lost."
+    )
+    optFlags: ClassVar[list[list[str | None]]] = [
+        ["read-only", None, "Open the connections read-only."],
+        ["demo", None, "Start and stop test domains on test:// URIs, to see events."],
+    ]
+    optParameters: ClassVar[list[list[str | None]]] = [
+        ["events", None, "all", "Event kinds or families, comma-separated (see --list-events)."],
+        ["format", None, "text", "Output format: text or json (one object per line)."],
+        ["output", "o", "-", "File to append records to; - for standard output."],
+        ["keepalive", None, "5:3", "Keepalive INTERVAL:COUNT in seconds, or off."],
+        ["retry-initial", None, "1.0", "Seconds before the first reconnection attempt."],
+        ["retry-max", None, "60.0", "Longest wait between reconnection attempts, in seconds."],
+        ["stop-after", None, None, "Stop by itself after this many seconds."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["uris"] = []
+
+    def opt_uri(self, uri: str) -> None:
+        """A libvirt URI to watch; repeat for a fleet (default: test:///default)."""
+        self["uris"].append(checkURI(uri))
+
+    def opt_list_events(self) -> None:
+        """List the event kinds of the installed libvirt and exit."""
+        for kind in sorted(events.allKinds()):
+            print(kind)
+        raise SystemExit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # twistd answers a usage error with the whole help text; an operator
+        # who mistyped one option wants one line saying which.
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except (usage.UsageError, ValueError, TypeError) as e:
+            raise SystemExit(f"libvirt-monitor: {e}") from None
+
+    def postOptions(self) -> None:
+        if not self["uris"]:
+            self["uris"] = [DEFAULT_URI]
+        self["kinds"] = _kinds(self["events"])
+        if self["format"] not in ("text", "json"):
+            raise usage.UsageError(f"--format must be text or json, not {self['format']!r}")
+        self["keepalive"] = _keepalive(self["keepalive"])
+        for name in ("retry-initial", "retry-max", "stop-after"):
+            if self[name] is not None:
+                self[name] = _positive(name, self[name])
+
+
+def makeService(options: Options) -> IService:
+    """The monitor: one watched connection per URI, writing to one output."""
+    from twisted.internet import reactor
+
+    install(reactor)
+    uris: list[str] = options["uris"]
+    # Opening, keepalive and inventory calls run in threads: enough for every
+    # host to hang at once without holding up the others.
+    setThreadPoolSize(max(10, 3 * len(uris)), reactor)
+    output = Output(options["output"], options["format"], reactor.seconds)
+    top = MonitorService(output, reactor)
+    initial, maxDelay = options["retry-initial"], options["retry-max"]
+    policy = backoffPolicy(initialDelay=initial, maxDelay=max(maxDelay, initial))
+    children: list[Service] = []
+    for uri in uris:
+        service = LibvirtService(
+            uri,
+            readOnly=options["read-only"],
+            keepalive=options["keepalive"],
+            retryPolicy=policy,
+            reactor=reactor,
+        )
+        children.append(HostMonitor(service, options["kinds"], output))
+    if options["demo"]:
+        children.append(_DemoDriver([u for u in uris if u.startswith("test")], reactor))
+    if options["stop-after"] is not None:
+        children.append(_StopAfter(options["stop-after"], reactor))
+    for child in children:
+        child.setServiceParent(top)  # type: ignore[no-untyped-call]
+    return top
+
+
+class MonitorService(MultiService):
+    """
+    The monitor's top service: the output opens before the hosts start and
+    closes after every host has stopped and written its last record.
+    """
+
+    def __init__(self, output: Output, reactor: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.output = output
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        self.output.open()
+        super().startService()  # type: ignore[no-untyped-call]
+        self._reactor.callWhenRunning(self._handleSignals)
+
+    def _handleSignals(self) -> None:
+        """
+        Stop on SIGTERM and SIGINT, and exit 0: asking a monitor to stop is
+        not a failure.  (twistd's own handlers make the process die of the
+        signal once the reactor has stopped.)
+        """
+
+        def stop(signum: int, frame: object) -> None:
+            log.info("{signal} received: stopping", signal=signal.Signals(signum).name)
+            self._reactor.callFromThread(self._reactor.stop)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
+
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
+        stopped.addBoth(lambda result: self.output.close())
+        return stopped
+
+
+class HostMonitor(Service):
+    """One URI: its events, connection changes and inventories, as records."""
+
+    def __init__(self, service: LibvirtService, kinds: list[str], output: Output) -> None:
+        self.libvirt = service
+        self.uri = service.maskedURI
+        self._output = output
+        known = events.allKinds()
+        for kind in kinds:
+            family, eventID = known[kind]
+            service.subscribe(family, eventID, self._receiver(family, eventID))
+        service.addObserver(self._status)
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.libvirt.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.libvirt.stopService()
+
+    def _receiver(self, family: str, eventID: int) -> Callable[..., None]:
+        def receive(connection: LibvirtConnection, *args: Any) -> None:
+            self._output.event(self.uri, events.decode(family, eventID, args[:-1]))
+
+        return receive
+
+    def _status(self, status: ConnectionStatus) -> None:
+        fields: dict[str, Any] = {}
+        if status.reason is not None:
+            key = "error" if status.state == "failed" else "reason"
+            fields[key] = status.reason
+        if status.state == "failed":
+            fields["failures"] = status.failures
+        self._output.write(self.uri, f"connection.{status.state}", fields)
+        connection = self.libvirt.connection
+        if status.state in ("connected", "reconnected") and connection is not None:
+            self._inventory(connection)
+
+    def _inventory(self, connection: LibvirtConnection) -> None:
+        d = connection.inThread.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+
+        def write(stats: list[tuple[libvirt.virDomain, dict[str, Any]]]) -> None:
+            domains = [
+                {
+                    "name": dom.name(),
+                    "uuid": dom.UUIDString(),
+                    "state": events.domainState(values.get("state.state", 0)),
+                }
+                for dom, values in stats
+            ]
+            self._output.write(self.uri, "inventory", {"domains": domains})
+
+        def failed(failure: Any) -> None:
+            log.warn("{uri}: no inventory: {error}", uri=self.uri, error=failure.getErrorMessage())
+
+        d.addCallbacks(write, failed)
+
+
+class Output:
+    """The records' destination, open while the monitor runs."""
+
+    def __init__(self, path: str, format: Format, clock: Callable[[], float]) -> None:
+        self._path = path
+        self._format = format
+        self._clock = clock
+        self._stream: IO[str] | None = None
+        self._writer: RecordWriter | None = None
+
+    def open(self) -> None:
+        if self._path == "-":
+            # twistd points sys.stdout at its log; records go to the real one.
+            self._stream = sys.__stdout__
+        else:
+            self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        assert self._stream is not None
+        self._writer = RecordWriter(self._stream, self._format, self._clock)
+
+    def close(self) -> None:
+        if self._stream is not None and self._path != "-":
+            self._stream.close()
+        self._writer = None
+
+    def event(self, uri: str, event: events.Event) -> None:
+        self._open().event(uri, event)
+
+    def write(self, uri: str, kind: str, fields: dict[str, Any]) -> None:
+        self._open().write(uri, kind, fields)
+
+    def _open(self) -> RecordWriter:
+        if self._writer is None:
+            raise RuntimeError("the monitor's output is not open")
+        return self._writer
+
+
+class _DemoDriver(Service):
+    """Starts, pauses, resumes and destroys a test domain every second."""
+
+    def __init__(self, uris: list[str], reactor: Any) -> None:
+        self._uris = uris
+        self._reactor = reactor
+        self._call: Any = None
+        self._count = 0
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._call = self._reactor.callLater(0.5, self._step)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def _step(self) -> None:
+        self._count += 1
+        name = f"demo-{self._count}"
+        for uri in self._uris:
+            d = callInThread(self._reactor, self.cycle, uri, name)
+            d.addErrback(self._failed, uri)
+        self._call = self._reactor.callLater(1.0, self._step)
+
+    @staticmethod
+    def _failed(failure: Any, uri: str) -> None:
+        log.warn("demo on {uri}: {error}", uri=maskURI(uri), error=failure.getErrorMessage())
+
+    @staticmethod
+    def cycle(uri: str, name: str) -> None:
+        conn = libvirt.open(uri)
+        try:
+            xml = (
+                f"<domain type='test'><name>{name}</name><memory>8192</memory>"
+                f"<os><type>hvm</type></os></domain>"
+            )
+            domain = conn.createXML(xml, 0)
+            domain.suspend()
+            domain.resume()
+            domain.destroy()
+        finally:
+            conn.close()
+
+
+class _StopAfter(Service):
+    """Stops the reactor after a while: the monitor then shuts down cleanly."""
+
+    def __init__(self, seconds: float, reactor: Any) -> None:
+        self._seconds = seconds
+        self._reactor = reactor
+        self._call: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._call = self._reactor.callLater(self._seconds, self._reactor.stop)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+
+def _kinds(spec: str) -> list[str]:
+    known = events.allKinds()
+    if spec == "all":
+        return sorted(known)
+    chosen: list[str] = []
+    for word in (w.strip() for w in spec.split(",")):
+        matching = [k for k in known if k == word or k.startswith(word + ".")]
+        if not matching:
+            raise usage.UsageError(
+                f"unknown event kind {word!r}; --list-events shows those of this libvirt"
+            )
+        chosen.extend(k for k in sorted(matching) if k not in chosen)
+    return chosen
+
+
+def _keepalive(spec: str) -> tuple[int, int] | None:
+    if spec == "off":
+        return None
+    interval, sep, count = spec.partition(":")
+    if not (sep and interval.isdigit() and count.isdigit()) or int(interval) < 1:
+        raise usage.UsageError(
+            f"--keepalive must be INTERVAL:COUNT (seconds >= 1, count >= 0) or off, not {spec!r}"
+        )
+    return int(interval), int(count)
+
+
+def _positive(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a number of seconds, not {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise usage.UsageError(f"--{name} must be a positive number of seconds, not {value!r}")
+    return number

@@ -1,0 +1,286 @@
+"""
+The libvirt-monitor plugin, run as a real twistd (and twist) process against
+the private daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from libvirt_twisted import _monitor, events
+
+from ._harness import startDaemon, testDomainXML
+
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
+TWIST = "import sys; from twisted.application.twist._twist import Twist; Twist.main()"
+Records = list[dict[str, Any]]
+
+
+class Monitor(ProcessProtocol):
+    """A monitor process: its JSON records as they come, its stderr, its end."""
+
+    def __init__(self) -> None:
+        self.records: Records = []
+        self.text: list[str] = []
+        self.stderr = b""
+        self.ended: Deferred[int | None] = Deferred()
+        self._buffer = b""
+        self._waiters: list[tuple[Callable[[Records], bool], Deferred[Records]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self.text.append(line.decode())
+            if line.startswith(b"{"):
+                self.records.append(json.loads(line))
+        for entry in list(self._waiters):
+            condition, d = entry
+            if condition(self.records):
+                self._waiters.remove(entry)
+                d.callback(self.records)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+    def when(self, condition: Callable[[Records], bool]) -> Deferred[Records]:
+        d: Deferred[Records] = Deferred()
+        if condition(self.records):
+            d.callback(self.records)
+        else:
+            self._waiters.append((condition, d))
+        return d
+
+    def kinds(self, uri: str | None = None) -> list[str]:
+        return [r["kind"] for r in self.records if uri is None or r["uri"] == uri]
+
+
+def has(
+    kind: str, uri: str | None = None, count: int = 1, **fields: Any
+) -> Callable[[Records], bool]:
+    """A condition: at least C{count} records of C{kind} with C{fields}."""
+
+    def condition(records: Records) -> bool:
+        found = [
+            r
+            for r in records
+            if r["kind"] == kind
+            and (uri is None or r["uri"] == uri)
+            and all(r.get(k) == v for k, v in fields.items())
+        ]
+        return len(found) >= count
+
+    return condition
+
+
+class MonitorProcessTests(TestCase):
+    timeout = 60
+
+    def spawn(self, *args: str, runner: str = TWISTD) -> Monitor:
+        monitor = Monitor()
+        logfile = os.path.abspath(self.mktemp())
+        command = [sys.executable, "-c", runner]
+        if runner is TWISTD:
+            command += ["-n", "--pidfile=", f"--logfile={logfile}"]
+        else:
+            command += [f"--log-file={logfile}"]
+        process = reactor.spawnProcess(
+            monitor, sys.executable, [*command, "libvirt-monitor", *args], env=dict(os.environ)
+        )
+        self.logfile = logfile
+
+        def stop() -> Deferred[int | None] | None:
+            if monitor.ended.called:
+                return None
+            process.signalProcess("KILL")
+            return monitor.ended
+
+        self.addCleanup(stop)
+        self.process = process
+        return monitor
+
+    async def terminate(self, monitor: Monitor, signum: int = signal.SIGTERM) -> int | None:
+        self.process.signalProcess(signum)
+        return await monitor.ended
+
+    async def test_eventsAsJSONLinesAndACleanSigterm(self) -> None:
+        daemon = startDaemon(self)
+        monitor = self.spawn("--uri", daemon.testURI, "--format", "json", "--keepalive", "1:2")
+        await monitor.when(has("inventory"))
+        inventory = next(r for r in monitor.records if r["kind"] == "inventory")
+        self.assertEqual([d["name"] for d in inventory["domains"]], ["test"])
+        self.assertEqual(inventory["domains"][0]["state"], "RUNNING")
+        conn = libvirt.open(daemon.testURI)
+        conn.createXML(testDomainXML("watched"), 0).destroy()
+        conn.close()
+        await monitor.when(has("domain.lifecycle", name="watched", event="STOPPED"))
+        started = next(r for r in monitor.records if r.get("event") == "STARTED")
+        self.assertEqual(started["uri"], daemon.testURI)
+        self.assertEqual(started["detail"], "BOOTED")
+        self.assertRegex(started["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertRegex(started["uuid"], r"^[0-9a-f-]{36}$")
+        self.assertEqual(await self.terminate(monitor), 0)
+        self.assertEqual(monitor.kinds()[0], "connection.connected")
+        self.assertEqual(monitor.kinds()[-1], "connection.stopped")
+        self.assertNotIn(b"Traceback", monitor.stderr)
+
+    async def test_daemonRestart(self) -> None:
+        daemon = startDaemon(self)
+        monitor = self.spawn(
+            "--uri",
+            daemon.testURI,
+            "--format",
+            "json",
+            "--retry-initial",
+            "0.1",
+            "--retry-max",
+            "0.5",
+        )
+        await monitor.when(has("inventory"))
+        daemon.kill()
+        await monitor.when(has("connection.disconnected", reason="EOF"))
+        daemon.start()
+        await monitor.when(has("inventory", count=2))
+        kinds = [k for k in monitor.kinds() if k != "connection.failed"]
+        self.assertEqual(
+            kinds,
+            [
+                "connection.connected",
+                "inventory",
+                "connection.disconnected",
+                "connection.reconnected",
+                "inventory",
+            ],
+        )
+        conn = libvirt.open(daemon.testURI)
+        conn.createXML(testDomainXML("after-restart"), 0).destroy()
+        conn.close()
+        await monitor.when(has("domain.lifecycle", name="after-restart", event="STOPPED"))
+        self.assertEqual(await self.terminate(monitor, signal.SIGINT), 0)
+
+    async def test_aDeadHostDoesNotHoldUpALiveOne(self) -> None:
+        daemon = startDaemon(self)
+        dead = "test+unix:///default?socket=/nonexistent/libvirt-sock"
+        monitor = self.spawn(
+            "--uri", dead, "--uri", daemon.testURI, "--format", "json", "--retry-initial", "0.2"
+        )
+        await monitor.when(has("inventory", uri=daemon.testURI))
+        conn = libvirt.open(daemon.testURI)
+        conn.createXML(testDomainXML("alive"), 0).destroy()
+        conn.close()
+        await monitor.when(
+            has("domain.lifecycle", uri=daemon.testURI, name="alive", event="STOPPED")
+        )
+        await monitor.when(has("connection.failed", uri=dead, count=2))
+        self.assertNotIn("connection.connected", monitor.kinds(dead))
+        self.assertEqual(await self.terminate(monitor), 0)
+
+    async def test_passwordsNeverPrinted(self) -> None:
+        uri = "test+unix://admin:s3cret@localhost/default?socket=/nonexistent/libvirt-sock"
+        monitor = self.spawn("--uri", uri, "--format", "json", "--retry-initial", "0.1")
+        await monitor.when(has("connection.failed", count=2))
+        self.assertEqual(await self.terminate(monitor), 0)
+        with open(self.logfile, "rb") as f:
+            everything = b"\n".join([f.read(), monitor.stderr, *(t.encode() for t in monitor.text)])
+        self.assertIn(b"admin:***@localhost", everything)
+        self.assertNotIn(b"s3cret", everything)
+
+    async def test_demoOnTheEmbeddedDriverStopsByItself(self) -> None:
+        output = os.path.abspath(self.mktemp())
+        monitor = self.spawn("--demo", "--stop-after", "2", "--output", output)
+        self.assertEqual(await monitor.ended, 0)
+        with open(output) as f:
+            lines = f.read().splitlines()
+        self.assertIn("test:///default connection.connected", lines[0])
+        self.assertTrue(
+            any("domain.lifecycle demo-1" in line and "event=STOPPED" in line for line in lines)
+        )
+        self.assertIn("connection.stopped", lines[-1])
+        self.assertEqual(monitor.text, [])
+
+    async def test_runsUnderTwist(self) -> None:
+        monitor = self.spawn("--stop-after", "1", "--format", "json", runner=TWIST)
+        self.assertEqual(await monitor.ended, 0)
+        self.assertEqual(monitor.kinds()[:2], ["connection.connected", "inventory"])
+
+    async def test_badOptionsGiveOneLine(self) -> None:
+        for args, message in [
+            (["--format", "xml"], "--format must be text or json"),
+            (["--uri", "not a uri"], "malformed libvirt URI"),
+            (["--bogus"], "option --bogus not recognized"),
+            (["--keepalive", "-5:3"], "--keepalive must be INTERVAL:COUNT"),
+            (["--events", "domain.nope"], "unknown event kind 'domain.nope'"),
+            (["--retry-max", "soon"], "--retry-max must be a number of seconds"),
+        ]:
+            monitor = self.spawn(*args)
+            code = await monitor.ended
+            self.assertNotEqual(code, 0, args)
+            lines = monitor.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, monitor.stderr)
+            self.assertTrue(lines[0].startswith("libvirt-monitor: "), lines)
+            self.assertIn(message, lines[0])
+            self.assertEqual(monitor.text, [])
+
+
+class OptionsTests(SynchronousTestCase):
+    """The command line, parsed in-process."""
+
+    def parse(self, *args: str) -> _monitor.Options:
+        options = _monitor.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_defaults(self) -> None:
+        options = self.parse()
+        self.assertEqual(options["uris"], ["test:///default"])
+        self.assertEqual(options["kinds"], sorted(events.allKinds()))
+        self.assertEqual(options["format"], "text")
+        self.assertEqual(options["keepalive"], (5, 3))
+        self.assertEqual(options["output"], "-")
+        self.assertFalse(options["read-only"])
+
+    def test_fleetKindsAndFamilies(self) -> None:
+        options = self.parse(
+            "--uri",
+            "qemu+ssh://a/system",
+            "--uri",
+            "qemu+ssh://b/system",
+            "--events",
+            "network,domain.lifecycle",
+            "--keepalive",
+            "off",
+            "--read-only",
+        )
+        self.assertEqual(options["uris"], ["qemu+ssh://a/system", "qemu+ssh://b/system"])
+        self.assertEqual(options["kinds"][-1], "domain.lifecycle")
+        self.assertEqual(
+            set(options["kinds"][:-1]), {k for k in events.allKinds() if k.startswith("network.")}
+        )
+        self.assertIsNone(options["keepalive"])
+        self.assertTrue(options["read-only"])
+
+    def test_badValuesExitWithOneLine(self) -> None:
+        for args in (
+            ["--format", "yaml"],
+            ["--keepalive", "5"],
+            ["--stop-after", "0"],
+            ["--uri", ""],
+        ):
+            with self.assertRaises(SystemExit) as raised:
+                self.parse(*args)
+            self.assertTrue(str(raised.exception.code).startswith("libvirt-monitor: "))
