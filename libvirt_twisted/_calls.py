@@ -52,8 +52,10 @@ def _stop(reactor: object, pool: ThreadPool) -> None:
 
 def setThreadPoolSize(threads: int, reactor: Any = None) -> None:
     """Allow at most C{threads} concurrent libvirt calls on C{reactor}."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"thread pool size must be a positive int, not {threads!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        raise TypeError(f"thread pool size must be an int, not {threads!r}")
+    if threads < 1:
+        raise ValueError(f"thread pool size must be at least 1, not {threads}")
     threadPool(reactor).adjustPoolsize(minthreads=0, maxthreads=threads)
 
 
@@ -81,6 +83,8 @@ class InThread:
     """
 
     def __init__(self, target: object, reactor: Any = None) -> None:
+        if target is None:
+            raise TypeError("inThread() needs a libvirt object, not None")
         self._target = target
         self._reactor = reactor
 

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import libvirt
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
 from ._eventloop import EventLoop, EventLoopReactor
@@ -40,6 +41,8 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    if not (IReactorFDSet.providedBy(reactor) and IReactorTime.providedBy(reactor)):
+        raise TypeError(f"install() needs a reactor (IReactorFDSet, IReactorTime), not {reactor!r}")
     with _lock:
         if _installed is not None:
             if _installed.reactor is reactor:

@@ -100,6 +100,15 @@ class LibvirtService(Service):
                 raise ValueError(
                     f"keepalive interval must be >= 1 and count >= 0, not {keepalive!r}"
                 )
+        if retryPolicy is not None and not callable(retryPolicy):
+            raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
+        if auth is not None and not (
+            isinstance(auth, (list, tuple)) and len(auth) == 3 and callable(auth[1])
+        ):
+            raise TypeError(
+                f"auth must be [credtypes, callback, opaque] as libvirt.openAuth takes it,"
+                f" not {auth!r}"
+            )
         self.readOnly = readOnly
         self.keepalive = keepalive
         self._auth = auth

@@ -78,6 +78,7 @@ class PrivateLibvirtd:
         config: dict[str, str | int] | None = None,
     ) -> None:
         self._uid, self._gid = _daemonIds(user)
+        configText = _configText(config or {})
         self.base = tempfile.mkdtemp(prefix="libvirt-twisted-")
         os.chmod(self.base, 0o700)
         self._env = {"PATH": _PATH, "HOME": self.base, "LANG": "C"}
@@ -85,8 +86,11 @@ class PrivateLibvirtd:
             path = os.path.join(self.base, sub)
             os.mkdir(path, 0o700)
             self._env[var] = path
-        if config:
-            _writeConfig(os.path.join(self._env["XDG_CONFIG_HOME"], "libvirt"), config)
+        if configText:
+            configDir = os.path.join(self._env["XDG_CONFIG_HOME"], "libvirt")
+            os.mkdir(configDir, 0o700)
+            with open(os.path.join(configDir, "libvirtd.conf"), "w") as f:
+                f.write(configText)
         _chownTree(self.base, self._uid, self._gid)
         if cacheDir is not None:
             self._env["XDG_CACHE_HOME"] = cacheDir
@@ -279,22 +283,28 @@ _XDG = {
 def _daemonIds(user: str | None) -> tuple[int, int]:
     if user is None and os.geteuid() != 0:
         return os.geteuid(), os.getegid()
-    entry = pwd.getpwnam(user or _DEFAULT_ROOT_USER)
+    try:
+        entry = pwd.getpwnam(user or _DEFAULT_ROOT_USER)
+    except KeyError:
+        raise DaemonError(
+            f"no such user to run libvirtd as: {user or _DEFAULT_ROOT_USER!r}"
+        ) from None
     if entry.pw_uid == 0:
         raise DaemonError("libvirtd must not run as root here: it would run in system mode")
     return entry.pw_uid, entry.pw_gid
 
 
-def _writeConfig(directory: str, config: dict[str, str | int]) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+def _configText(config: dict[str, str | int]) -> str:
+    """libvirtd.conf lines for C{config}; raises on what is not a setting."""
     lines = []
     for key, value in config.items():
-        if not key.replace("_", "").isalnum():
+        if not (isinstance(key, str) and key.replace("_", "").isalnum()):
             raise ValueError(f"not a libvirtd.conf setting: {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"libvirtd.conf {key} must be an int or a str, not {value!r}")
         shown = str(value) if isinstance(value, int) else '"' + value.replace('"', "") + '"'
         lines.append(f"{key} = {shown}\n")
-    with open(os.path.join(directory, "libvirtd.conf"), "w") as f:
-        f.writelines(lines)
+    return "".join(lines)
 
 
 def _chownTree(top: str, uid: int, gid: int) -> None:
