@@ -13,7 +13,8 @@ from ._connection import LibvirtConnection, UnknownCallbackError
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, install, installed
 from ._queue import EventQueue, EventQueueFinished
-from ._service import ConnectionStatus, LibvirtService
+from ._service import LibvirtService
+from ._status import ConnectionStatus
 from ._uri import maskURI
 
 __all__ = [

@@ -2,47 +2,129 @@
 libvirt calls that do not block the reactor.
 
 On a remote connection nearly every libvirt call is a blocking round trip.
-These helpers run them on a bounded thread pool of their own, one per
-reactor, started and stopped with it, and return Deferreds.  This is safe
+These helpers run them on a bounded pool of threads, one pool per reactor,
+started with it and stopped with it, and return Deferreds.  This is safe
 because the event loop accepts libvirt's calls from any thread.
+
+The pool's threads are daemon threads and stopping it waits only briefly: a
+call stuck on a frozen daemon (whose keepalive cannot fire once the reactor
+has stopped) must not hold the process up at exit.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
 #: Threads per reactor unless L{setThreadPoolSize} says otherwise.
 DEFAULT_THREADS = 10
 
+#: How long stopping a pool waits for its threads, in all.
+STOP_WAIT = 2.0
+
+
+class CallPool:
+    """
+    At most C{maxThreads} threads running libvirt calls, created as work
+    comes and kept while they have some.  Results return through
+    C{callFromThread}.
+    """
+
+    log = Logger()
+    _numbers = itertools.count(1)
+
+    def __init__(self, reactor: Any, maxThreads: int = DEFAULT_THREADS) -> None:
+        self._reactor = IReactorFromThreads(reactor)
+        self.maxThreads = maxThreads
+        self._work: queue.SimpleQueue[tuple[Deferred[Any], Callable[..., Any], Any, Any] | None]
+        self._work = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<CallPool threads={len(self._threads)} max={self.maxThreads}>"
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run C{function} on a pool thread; fire with its result on the reactor."""
+        d: Deferred[T] = Deferred()
+        with self._lock:
+            if self._stopped:
+                return fail(RuntimeError("the libvirt call pool has stopped with its reactor"))
+            self._work.put((d, function, args, kwargs))
+            if self._work.qsize() > self._idle and len(self._threads) < self.maxThreads:
+                thread = threading.Thread(
+                    target=self._worker, name=f"libvirt-call-{next(self._numbers)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        return d
+
+    def stop(self) -> None:
+        """Let the threads finish their calls and go; wait for them only briefly."""
+        with self._lock:
+            self._stopped = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._work.put(None)
+        deadline = _now() + STOP_WAIT
+        for thread in threads:
+            thread.join(max(0.0, deadline - _now()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            self.log.warn("libvirt calls still running at shutdown: {threads}", threads=stuck)
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                break
+            d, function, args, kwargs = item
+            try:
+                result = function(*args, **kwargs)
+            except BaseException:
+                self._reactor.callFromThread(d.errback, Failure())  # type: ignore[no-untyped-call]
+            else:
+                self._reactor.callFromThread(d.callback, result)
+            del d, function, args, kwargs, item
+        with self._lock:
+            self._threads.remove(threading.current_thread())
+
+
 _lock = threading.Lock()
-_pools: dict[int, tuple[object, ThreadPool]] = {}
+_pools: dict[int, tuple[object, CallPool]] = {}
 
 
-def threadPool(reactor: Any = None) -> ThreadPool:
+def callPool(reactor: Any = None) -> CallPool:
     """The libvirt call pool of C{reactor} (the global reactor by default)."""
     reactor = _resolve(reactor)
     with _lock:
         entry = _pools.get(id(reactor))
         if entry is not None and entry[0] is reactor:
             return entry[1]
-        pool = ThreadPool(minthreads=0, maxthreads=DEFAULT_THREADS, name="libvirt-calls")
+        pool = CallPool(reactor)
         _pools[id(reactor)] = (reactor, pool)
-    core = IReactorCore(reactor)
-    core.callWhenRunning(pool.start)
-    core.addSystemEventTrigger("during", "shutdown", _stop, reactor, pool)
+    IReactorCore(reactor).addSystemEventTrigger("during", "shutdown", _stop, reactor, pool)
     return pool
 
 
-def _stop(reactor: object, pool: ThreadPool) -> None:
+def _stop(reactor: object, pool: CallPool) -> None:
     """Stop C{pool}; the next call makes a new one (trial restarts reactors)."""
     with _lock:
         if _pools.get(id(reactor), (None, None))[1] is pool:
@@ -56,7 +138,7 @@ def setThreadPoolSize(threads: int, reactor: Any = None) -> None:
         raise TypeError(f"thread pool size must be an int, not {threads!r}")
     if threads < 1:
         raise ValueError(f"thread pool size must be at least 1, not {threads}")
-    threadPool(reactor).adjustPoolsize(minthreads=0, maxthreads=threads)
+    callPool(reactor).maxThreads = threads
 
 
 def callInThread(
@@ -67,10 +149,7 @@ def callInThread(
     global reactor if L{None}); the Deferred fires on the reactor thread with
     its result or fails with its exception (a C{libvirtError}, typically).
     """
-    reactor = _resolve(reactor)
-    return deferToThreadPool(
-        IReactorFromThreads(reactor), threadPool(reactor), function, *args, **kwargs
-    )
+    return callPool(reactor).call(function, *args, **kwargs)
 
 
 class InThread:
@@ -114,3 +193,7 @@ def _resolve(reactor: Any) -> Any:
 
         return globalReactor
     return reactor
+
+
+def _now() -> float:
+    return time.monotonic()

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from . import _calls
 from ._eventloop import onReactorThread
-from ._fanout import FAMILIES, Dispatcher, FanOut, Key, Subscriber
+from ._fanout import FAMILIES, Dispatcher, Entry, FanOut, FanOutClosed, Key, Subscriber
 from ._install import installed
 from ._queue import EventQueue
 
@@ -27,6 +27,10 @@ Callback = Callable[..., object] | DeferredQueue[Any]
 
 class UnknownCallbackError(ValueError):
     """No registration of that kind with that id on this connection."""
+
+
+class ConnectionClosedError(RuntimeError):
+    """The connection is closed: nothing can be registered on it any more."""
 
 
 class LibvirtConnection:
@@ -44,6 +48,10 @@ class LibvirtConnection:
     C{reactor.callLater(0, ...)}); a Deferred or a queue fires on a later
     reactor turn, outside the dispatch, where its consumers may call libvirt.
 
+    Wrapping registers a close callback, and registering an event is a round
+    trip on a remote connection: L{open} does both off the reactor thread,
+    and C{connection.inThread.domainEventRegisterAny(...)} registers there.
+
     @param onClose: a callable C{(connection, reason)}, or a Deferred fired
         with the reason (C{libvirt.VIR_CONNECT_CLOSE_REASON_*}), once the
         connection closed and every registration was torn down.
@@ -59,6 +67,7 @@ class LibvirtConnection:
         onClose: Callable[[LibvirtConnection, int], object] | Deferred[int] | None = None,
         onDomainChange: Callback | None = None,
         reactor: Any = None,
+        _holdQueues: bool = False,
     ) -> None:
         if not isinstance(conn, libvirt.virConnect):
             raise TypeError(f"LibvirtConnection wraps a libvirt.virConnect, not {conn!r}")
@@ -76,12 +85,13 @@ class LibvirtConnection:
         self._onClose = onClose
         self._userClose: tuple[Callable[..., object], Any] | None = None
         self._fanOut = FanOut()
-        self._registering = threading.Lock()
+        self._inflight = threading.Condition()
+        self._registering = 0
         self._queued: list[tuple[DeferredQueue[Any], object]] = []
-        self._closing = False
+        self._holding = _holdQueues
+        self._waiters: list[Deferred[int]] = []
         self._closeWaiters: list[Deferred[int]] | None = None
         self._closeDone = False
-        self._waiters: list[Deferred[int]] = []
         conn.registerCloseCallback(_CloseDispatcher(self._libvirtClosed), None)
         if onDomainChange is not None:
             try:
@@ -91,6 +101,31 @@ class LibvirtConnection:
             except BaseException:
                 _quietly(conn.unregisterCloseCallback)
                 raise
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        readOnly: bool = False,
+        auth: list[Any] | None = None,
+        onClose: Callable[[LibvirtConnection, int], object] | Deferred[int] | None = None,
+        onDomainChange: Callback | None = None,
+        reactor: Any = None,
+    ) -> Deferred[LibvirtConnection]:
+        """
+        Open C{uri} and wrap it, both off the reactor thread (each is a
+        round trip to a remote daemon).
+        """
+
+        def openAndWrap() -> LibvirtConnection:
+            conn = _openURI(uri, readOnly, auth)
+            try:
+                return cls(conn, onClose, onDomainChange, reactor)
+            except BaseException:
+                _quietly(conn.close)
+                raise
+
+        return _calls.callInThread(reactor, openAndWrap)
 
     def __repr__(self) -> str:
         state = "closed" if self.closeReason is not None else "open"
@@ -150,9 +185,9 @@ class LibvirtConnection:
     def deregisterCallbacks(self) -> None:
         """Deregister everything registered through the *EventRegisterAny methods."""
         subscribers, entries = self._fanOut.clear()
-        self._forget(subscribers)
+        _forget(subscribers)
         for entry in entries:
-            self._libvirtDeregister(entry.key, entry.libvirtId, quiet=self._closing)
+            self._libvirtDeregister(entry, quiet=self._fanOut.closed)
 
     def domainEventRegister(self, *args: object) -> None:
         raise NotImplementedError(
@@ -188,8 +223,11 @@ class LibvirtConnection:
 
     @property
     def inThread(self) -> _calls.InThread:
-        """This connection's methods, run on the libvirt call pool, returning Deferreds."""
-        return _calls.InThread(self.virConnect, self._reactor)
+        """
+        This connection's methods (its own registrations included), run on
+        the libvirt call pool, returning Deferreds.
+        """
+        return _WrapperInThread(self, self._reactor)
 
     def whenClosed(self) -> Deferred[int]:
         """A Deferred that fires with the close reason once the teardown is done."""
@@ -215,16 +253,8 @@ class LibvirtConnection:
             self._closeWaiters.append(waiter)
             return waiter
         self._closeWaiters = [waiter]
-        subscribers, entries = self._fanOut.clear()
-        self._forget(subscribers)
-        self._closing = True
-        conn = self.virConnect
-
-        def closeInThread() -> None:
-            for entry in entries:
-                self._libvirtDeregister(entry.key, entry.libvirtId, quiet=True)
-            _quietly(conn.unregisterCloseCallback)
-            _quietly(conn.close)
+        subscribers, entries = self._fanOut.clear(close=True)
+        _forget(subscribers)
 
         def closed(_: object) -> None:
             self._finish(CLOSE_REASON_CLIENT)
@@ -235,73 +265,120 @@ class LibvirtConnection:
             for each in waiters:
                 each.callback(self.closeReason)
 
-        done = _calls.callInThread(self._reactor, closeInThread)
+        done = _calls.callInThread(self._reactor, self._closeNow, entries)
         done.addErrback(lambda f: self.log.failure("closing {conn!r} failed", f, conn=self))
         done.addCallback(lambda _: self._loop.drain())
         done.addCallback(closed)
         return waiter
 
-    # Internals.
+    def _closeNow(self, entries: list[Entry] | None = None) -> None:
+        """
+        Deregister everything (or C{entries}, already taken from the fan-out)
+        and close the virConnect, blocking: on the call pool, or in the thread
+        that is still building the connection.
+        """
+        if entries is None:
+            subscribers, entries = self._fanOut.clear(close=True)
+            _forget(subscribers)
+        with self._inflight:
+            while self._registering:
+                self._inflight.wait()
+        for entry in entries:
+            self._libvirtDeregister(entry, quiet=True)
+        _quietly(self.virConnect.unregisterCloseCallback)
+        _quietly(self.virConnect.close)
+
+    # Registration internals.
 
     def _subscribe(self, family: str, obj: Any, eventID: int, cb: Callback, opaque: Any) -> int:
+        """Register C{cb}; any thread (a round trip when first of its key)."""
         spec = FAMILIES[family]
-        if self._closing:
-            raise RuntimeError(f"cannot register on {self!r}: the connection is closed")
         _checkEventID(family, eventID)
         queue = cb if isinstance(cb, DeferredQueue) else None
         if queue is None and not callable(cb):
             raise TypeError(f"the callback must be a callable or a DeferredQueue, not {cb!r}")
+        if isinstance(queue, EventQueue) and queue.finished:
+            raise ValueError(f"{queue!r} is finished: it receives no more events")
         if obj is not None and not isinstance(obj, spec.objectType):
             raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
         key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
-        with self._registering:
-            callback = None if isinstance(cb, DeferredQueue) else cb
+        callback = None if isinstance(cb, DeferredQueue) else cb
+        try:
             subscriber, fresh = self._fanOut.add(key, callback, queue, opaque)
-            if fresh is not None:
-                try:
-                    fresh.libvirtId = getattr(self.virConnect, spec.register)(
-                        obj, eventID, Dispatcher(self._deliver, key), None
-                    )
-                except BaseException:
-                    self._fanOut.remove(subscriber.id)
-                    raise
+        except FanOutClosed:
+            raise ConnectionClosedError(f"cannot register on {self!r}: it is closed") from None
+        if fresh is not None:
+            self._register(fresh, obj, eventID)
         subscriberId = subscriber.id
         if isinstance(queue, EventQueue):
             subscriber.forget = queue.registered(
-                lambda: self._unsubscribe(family, subscriberId, missingOK=True)
+                lambda: self._unsubscribe(family, subscriberId, missingOK=True, background=True)
             )
+            if not self._fanOut.tracks(subscriberId):
+                _forget([subscriber])  # the connection closed meanwhile
         return subscriberId
 
-    def _unsubscribe(self, family: str, callbackID: int, missingOK: bool = False) -> None:
-        with self._registering:
-            try:
-                subscriber, entry = self._fanOut.remove(callbackID, family)
-            except KeyError:
-                if missingOK:
-                    return
-                raise UnknownCallbackError(
-                    f"no {family} event callback with id {callbackID!r} on {self!r}"
-                ) from None
-            self._forget([subscriber])
-            if entry is not None:
-                self._libvirtDeregister(entry.key, entry.libvirtId, quiet=self._closing)
-
-    def _libvirtDeregister(self, key: Key, libvirtId: int | None, quiet: bool) -> None:
-        if libvirtId is None:
-            return
-        deregister = getattr(self.virConnect, FAMILIES[key[0]].deregister)
+    def _register(self, entry: Entry, obj: Any, eventID: int) -> None:
+        """
+        The libvirt half of a first subscription, no lock held.  Closing
+        waits for it (L{_closeNow}): the virConnect must not close under it.
+        """
+        register = getattr(self.virConnect, FAMILIES[entry.key[0]].register)
+        with self._inflight:
+            self._registering += 1
         try:
-            deregister(libvirtId)
+            try:
+                libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
+            except BaseException:
+                _forget(self._fanOut.abandon(entry))
+                raise
+            if not self._fanOut.registered(entry, libvirtId):
+                # Closed, or left by its subscribers, while libvirt registered it.
+                entry.libvirtId = libvirtId
+                self._libvirtDeregister(entry, quiet=True)
+                if self._fanOut.closed:
+                    raise ConnectionClosedError(f"{self!r} closed while registering")
+        finally:
+            with self._inflight:
+                self._registering -= 1
+                self._inflight.notify_all()
+
+    def _unsubscribe(
+        self, family: str, callbackID: int, missingOK: bool = False, background: bool = False
+    ) -> None:
+        """
+        Forget a subscriber; deregister from libvirt if it was the last of
+        its key, here or (C{background}) on the call pool.
+        """
+        try:
+            subscriber, entry = self._fanOut.remove(callbackID, family)
+        except KeyError:
+            if missingOK:
+                return
+            raise UnknownCallbackError(
+                f"no {family} event callback with id {callbackID!r} on {self!r}"
+            ) from None
+        _forget([subscriber])
+        if entry is None or entry.libvirtId is None:
+            return
+        if background:
+            d = _calls.callInThread(self._reactor, self._libvirtDeregister, entry, True)
+            d.addErrback(lambda f: self.log.failure("deregistering failed", f))
+        else:
+            self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+
+    def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
+        if entry.libvirtId is None:
+            return
+        deregister = getattr(self.virConnect, FAMILIES[entry.key[0]].deregister)
+        try:
+            deregister(entry.libvirtId)
         except libvirt.libvirtError:
             # A lost connection refuses the round trip but frees its side.
             if not quiet:
                 raise
 
-    def _forget(self, subscribers: list[Subscriber]) -> None:
-        for subscriber in subscribers:
-            forget, subscriber.forget = subscriber.forget, None
-            if forget is not None:
-                forget()
+    # Delivery.
 
     def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
         """libvirt's dispatch of one event: call or queue every subscriber of C{key}."""
@@ -321,9 +398,16 @@ class LibvirtConnection:
 
     def _enqueue(self, queue: DeferredQueue[Any], item: object) -> None:
         """Put C{item} in C{queue} on the next reactor turn, in order."""
-        if not self._queued:
+        if not self._queued and not self._holding:
             self._reactor.callLater(0, self._putQueued)
         self._queued.append((queue, item))
+
+    def _release(self, first: list[tuple[DeferredQueue[Any], object]]) -> None:
+        """Start delivering queued items (held since wrapping), C{first} before them."""
+        self._queued[:0] = first
+        self._holding = False
+        if self._queued:
+            self._reactor.callLater(0, self._putQueued)
 
     def _putQueued(self) -> None:
         queued, self._queued = self._queued, []
@@ -332,6 +416,8 @@ class LibvirtConnection:
                 queue.put(item)
             except Exception:
                 self.log.failure("could not queue an event for {queue!r}", queue=queue)
+
+    # Closing.
 
     def _libvirtClosed(self, reason: int) -> None:
         """libvirt's close callback: any thread, inside libvirt's dispatch."""
@@ -342,13 +428,20 @@ class LibvirtConnection:
 
     def _lost(self, reason: int) -> None:
         """Tear down a connection that libvirt closed, outside its dispatch."""
-        if self._closing:
+        if self._fanOut.closed:
             return
-        self._closing = True
-        self.deregisterCallbacks()
-        _quietly(self.virConnect.unregisterCloseCallback)
-        self.log.info("libvirt connection closed: {reason}", reason=_reasonName(reason), conn=self)
-        self._finish(reason)
+        subscribers, entries = self._fanOut.clear(close=True)
+        _forget(subscribers)
+        self.log.info("libvirt connection closed: {reason}", reason=_reasonName(reason))
+
+        def deregister() -> None:
+            for entry in entries:
+                self._libvirtDeregister(entry, quiet=True)
+            _quietly(self.virConnect.unregisterCloseCallback)
+
+        done = _calls.callInThread(self._reactor, deregister)
+        done.addErrback(lambda f: self.log.failure("tearing down {conn!r} failed", f, conn=self))
+        done.addCallback(lambda _: self._finish(reason))
 
     def _finish(self, reason: int) -> None:
         """Record the reason and tell everyone who asked; only the first time counts."""
@@ -360,18 +453,25 @@ class LibvirtConnection:
         if isinstance(onClose, Deferred):
             onClose.callback(reason)
         elif onClose is not None:
-            self._safely(onClose, self, reason)
+            _safely(onClose, self, reason)
         if userClose is not None:
-            self._safely(userClose[0], self, reason, userClose[1])
+            _safely(userClose[0], self, reason, userClose[1])
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(reason)
 
-    def _safely(self, function: Callable[..., object], *args: Any) -> None:
-        try:
-            function(*args)
-        except Exception:
-            self.log.failure("close callback {callback!r} raised", callback=function)
+
+class _WrapperInThread(_calls.InThread):
+    """
+    A wrapper's methods on the call pool, except those that already return
+    Deferreds and must stay on the reactor thread.
+    """
+
+    def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+        if name in ("close", "whenClosed"):
+            method: Callable[..., Deferred[Any]] = getattr(self._target, name)
+            return method
+        return super().__getattr__(name)
 
 
 class _CloseDispatcher:
@@ -384,6 +484,15 @@ class _CloseDispatcher:
         closed = self._closed()
         if closed is not None:
             closed(reason)
+
+
+def _openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConnect:
+    """Open C{uri} as asked: read-only, with credentials, or plainly."""
+    if auth is not None:
+        return libvirt.openAuth(uri, auth, libvirt.VIR_CONNECT_RO if readOnly else 0)
+    if readOnly:
+        return libvirt.openReadOnly(uri)
+    return libvirt.open(uri)
 
 
 def _checkEventID(family: str, eventID: object) -> None:
@@ -403,6 +512,21 @@ def _reasonName(reason: int) -> str:
     from .events import closeEvent
 
     return str(closeEvent(reason).fields["reason"])
+
+
+def _forget(subscribers: list[Subscriber]) -> None:
+    """Drop the queues' hooks for subscribers that are gone (and the cycles they make)."""
+    for subscriber in subscribers:
+        forget, subscriber.forget = subscriber.forget, None
+        if forget is not None:
+            forget()
+
+
+def _safely(function: Callable[..., object], *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        LibvirtConnection.log.failure("close callback {callback!r} raised", callback=function)
 
 
 def _quietly(function: Callable[[], object]) -> None:

@@ -99,11 +99,15 @@ class Entry:
     subscribers: dict[int, Subscriber] = field(default_factory=dict)
 
 
+class FanOutClosed(Exception):
+    """The connection closed: it takes no more subscribers."""
+
+
 class FanOut:
     """
     The subscriptions of one connection, by key and by id.  Mutations and
-    snapshots hold a small lock: libvirt may deliver from any thread and the
-    wrapper may register from its call pool.
+    snapshots hold a small lock, never across a libvirt call: libvirt may
+    deliver from any thread, and registrations run on the call pool.
     """
 
     def __init__(self) -> None:
@@ -111,6 +115,7 @@ class FanOut:
         self._ids = itertools.count()
         self._entries: dict[Key, Entry] = {}
         self._subscribers: dict[int, Subscriber] = {}
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -120,9 +125,14 @@ class FanOut:
     ) -> tuple[Subscriber, Entry | None]:
         """
         Record a subscriber; also return its entry if it is the first of its
-        key, in which case the caller must register with libvirt.
+        key, in which case the caller must register with libvirt and then
+        call L{registered}.
+
+        @raise FanOutClosed: the connection closed.
         """
         with self._lock:
+            if self.closed:
+                raise FanOutClosed()
             subscriber = Subscriber(next(self._ids), key, callback, queue, opaque)
             entry = self._entries.get(key)
             fresh = entry is None
@@ -132,12 +142,35 @@ class FanOut:
             self._subscribers[subscriber.id] = subscriber
         return subscriber, entry if fresh else None
 
+    def registered(self, entry: Entry, libvirtId: int) -> bool:
+        """
+        Record libvirt's id for C{entry}; false if the entry went meanwhile
+        (its subscribers left, or the connection closed), in which case the
+        caller must deregister C{libvirtId} itself.
+        """
+        with self._lock:
+            if self._entries.get(entry.key) is not entry:
+                return False
+            entry.libvirtId = libvirtId
+            return True
+
+    def abandon(self, entry: Entry) -> list[Subscriber]:
+        """libvirt refused C{entry}'s registration: forget it and its subscribers."""
+        with self._lock:
+            if self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+            for subscriberId in entry.subscribers:
+                self._subscribers.pop(subscriberId, None)
+            return list(entry.subscribers.values())
+
     def remove(
         self, subscriberId: int, family: str | None = None
     ) -> tuple[Subscriber, Entry | None]:
         """
         Forget a subscriber; also return its entry if it was the last of its
-        key, in which case the caller must deregister from libvirt.
+        key, in which case the caller must deregister from libvirt (when the
+        entry has a libvirt id: otherwise its registration is under way and
+        its registrant will find the entry gone).
 
         @raise KeyError: no such subscriber (of C{family}, when given).
         """
@@ -153,21 +186,20 @@ class FanOut:
             del self._entries[subscriber.key]
             return subscriber, entry
 
-    def clear(
-        self, keep: Callable[[Subscriber], bool] = lambda s: False
-    ) -> tuple[list[Subscriber], list[Entry]]:
-        """Forget every subscriber but those C{keep} selects; return what went."""
+    def clear(self, close: bool = False) -> tuple[list[Subscriber], list[Entry]]:
+        """Forget every subscriber, and with C{close} refuse new ones; return what went."""
         with self._lock:
-            removed = [s for s in self._subscribers.values() if not keep(s)]
-        entries = []
-        for subscriber in removed:
-            try:
-                _, entry = self.remove(subscriber.id)
-            except KeyError:
-                continue
-            if entry is not None:
-                entries.append(entry)
-        return removed, entries
+            self.closed = self.closed or close
+            subscribers = list(self._subscribers.values())
+            entries = list(self._entries.values())
+            self._subscribers.clear()
+            self._entries.clear()
+        return subscribers, entries
+
+    def tracks(self, subscriberId: int) -> bool:
+        """Whether C{subscriberId} is a live subscriber."""
+        with self._lock:
+            return subscriberId in self._subscribers
 
     def tracked(self) -> list[tuple[str, int, int]]:
         """(family, event id, subscriber id) of every subscriber."""

@@ -27,7 +27,8 @@ from ._calls import callInThread, setThreadPoolSize
 from ._connection import LibvirtConnection
 from ._install import install
 from ._records import Format, RecordWriter
-from ._service import ConnectionStatus, LibvirtService
+from ._service import LibvirtService
+from ._status import ConnectionStatus
 from ._uri import checkURI, maskURI
 
 log = Logger()

@@ -10,6 +10,8 @@ from typing import TypeVar
 from twisted.internet.defer import Deferred, DeferredQueue, fail
 from twisted.logger import Logger
 
+from ._status import ConnectionStatus
+
 T = TypeVar("T")
 
 
@@ -23,9 +25,11 @@ class EventQueue(DeferredQueue[T]):
     receives the callback's arguments as a tuple, on a later reactor turn.
 
     Bound: it holds at most C{size} items that no consumer has taken.  When a
-    consumer falls behind, the oldest waiting item is dropped to make room for
+    consumer falls behind, the oldest waiting event is dropped to make room for
     the newest, C{dropped} counts the losses and a warning is logged once per
-    overflow episode: memory stays bounded and the freshest state wins.
+    overflow episode: memory stays bounded and the freshest state wins.  A
+    L{ConnectionStatus} is never dropped: it tells the consumer to
+    resynchronise, which is what it must do after losses too.
 
     L{finish} deregisters the queue from everything it was registered with;
     consumers first get the items still waiting, then C{async for} ends and
@@ -61,8 +65,7 @@ class EventQueue(DeferredQueue[T]):
             self._overflowing = False
             return
         if len(self.pending) >= self.bound:
-            del self.pending[0]
-            self.dropped += 1
+            self._dropOldestEvent()
             if not self._overflowing:
                 self._overflowing = True
                 self.log.warn(
@@ -70,6 +73,13 @@ class EventQueue(DeferredQueue[T]):
                     queue=self,
                 )
         self.pending.append(obj)
+
+    def _dropOldestEvent(self) -> None:
+        for index, item in enumerate(self.pending):
+            if not isinstance(item, ConnectionStatus):
+                del self.pending[index]
+                self.dropped += 1
+                return
 
     def get(self) -> Deferred[T]:
         """The next item; fails with L{EventQueueFinished} once finished and empty."""

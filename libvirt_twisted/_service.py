@@ -1,10 +1,11 @@
 """
 LibvirtService: a connection that comes back.
 
-The service opens its URI off the reactor thread, turns keepalive on, wraps
-the connection, and registers its subscriptions; when the connection is lost
-it reconnects with backoff and registers them again, telling observers (and
-queue subscribers, in-band) of the gap.
+The service opens its URI, turns keepalive on, wraps the connection and
+registers its subscriptions, all off the reactor thread (each is a round trip
+that a frozen daemon could hold forever, and keepalive needs the reactor to
+notice); when the connection is lost it reconnects with backoff and registers
+them again, telling observers (and queue subscribers, in-band) of the gap.
 """
 
 from __future__ import annotations
@@ -12,43 +13,38 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import libvirt
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredQueue,
+    fail,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _calls
-from ._connection import Callback, LibvirtConnection, _checkEventID
+from ._connection import (
+    Callback,
+    ConnectionClosedError,
+    LibvirtConnection,
+    _checkEventID,
+    _openURI,
+    _quietly,
+)
 from ._fanout import FAMILIES
 from ._install import installed
+from ._queue import EventQueue
+from ._status import ConnectionStatus, State
 from ._uri import checkURI, maskURI, scrubber
-
-State = Literal["connected", "disconnected", "reconnected", "failed", "stopped"]
-
-
-@dataclass(frozen=True)
-class ConnectionStatus:
-    """
-    A change in a service's connection: what observers receive, and what
-    queue subscribers find in their queue between events.
-
-    @ivar state: C{connected} (first time), C{disconnected} (with the close
-        reason), C{reconnected}, C{failed} (an attempt failed; it will retry)
-        or C{stopped}.
-    @ivar uri: the URI, its password masked.
-    @ivar reason: the close reason's name (C{EOF}, C{KEEPALIVE}...) or the
-        error of a failed attempt.
-    """
-
-    state: State
-    uri: str
-    reason: str | None = None
-    failures: int = 0
+from .events import closeEvent
 
 
 @dataclass(eq=False)
@@ -58,7 +54,7 @@ class _Subscription:
     callback: Callback
     opaque: Any
     objectFilter: str | None
-    connectionId: int | None = None
+    forget: Callable[[], None] | None = None
 
 
 class LibvirtService(Service):
@@ -92,14 +88,7 @@ class LibvirtService(Service):
         self.uri = checkURI(uri)
         self.maskedURI = maskURI(uri)
         self._scrub = scrubber(uri)
-        if keepalive is not None:
-            interval, count = keepalive
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in keepalive):
-                raise TypeError(f"keepalive must be (interval, count) ints, not {keepalive!r}")
-            if interval < 1 or count < 0:
-                raise ValueError(
-                    f"keepalive interval must be >= 1 and count >= 0, not {keepalive!r}"
-                )
+        _checkKeepalive(keepalive)
         if retryPolicy is not None and not callable(retryPolicy):
             raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
         if auth is not None and not (
@@ -118,13 +107,15 @@ class LibvirtService(Service):
         self.connection: LibvirtConnection | None = None
         self._ids = itertools.count()
         self._subscriptions: dict[int, _Subscription] = {}
+        self._registered: dict[int, int] = {}
         self._observers: list[Callable[[ConnectionStatus], object]] = []
-        self._waiters: list[tuple[int | None, Deferred[LibvirtConnection]]] = []
+        self._waiters: list[tuple[list[int | None], Deferred[LibvirtConnection]]] = []
+        self._generation = 0
         self._failures = 0
         self._everConnected = False
         self._attempt: Deferred[Any] | None = None
         self._retry: IDelayedCall | None = None
-        self._lastFailure: Failure | None = None
+        self._closings: list[Deferred[Any]] = []
 
     def __repr__(self) -> str:
         state = "connected" if self.connection else "running" if self.running else "stopped"
@@ -145,30 +136,45 @@ class LibvirtService(Service):
         service makes, as the wrapper's C{*EventRegisterAny} would deliver
         them; C{objectFilter} (a UUID, or a node device name) limits them to
         one object.  A queue also receives a L{ConnectionStatus} whenever the
-        connection goes and comes back.  Returns an id for L{unsubscribe}.
+        connection goes and comes back, and when the service stops; an
+        L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
+        L{unsubscribe}.
         """
         if family not in FAMILIES:
             raise ValueError(f"unknown event family {family!r}; known: {', '.join(FAMILIES)}")
         _checkEventID(family, eventID)
         if not (callable(callback) or isinstance(callback, DeferredQueue)):
             raise TypeError(f"the callback must be a callable or a DeferredQueue, not {callback!r}")
+        if isinstance(callback, EventQueue) and callback.finished:
+            raise ValueError(f"{callback!r} is finished: it receives no more events")
         if objectFilter is not None and not isinstance(objectFilter, str):
             raise TypeError(f"objectFilter is a UUID or name string, not {objectFilter!r}")
         subscriptionId = next(self._ids)
         subscription = _Subscription(family, eventID, callback, opaque, objectFilter)
         self._subscriptions[subscriptionId] = subscription
+        if isinstance(callback, EventQueue):
+            subscription.forget = callback.registered(
+                lambda: self.unsubscribe(subscriptionId, missingOK=True)
+            )
         if self.connection is not None:
-            self._registerInThread(self.connection, [subscription])
+            self._registerLater(self.connection, subscriptionId)
         return subscriptionId
 
-    def unsubscribe(self, subscriptionId: int) -> None:
+    def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
         """Stop a subscription made with L{subscribe}."""
         subscription = self._subscriptions.pop(subscriptionId, None)
         if subscription is None:
+            if missingOK:
+                return
             raise ValueError(f"no subscription {subscriptionId!r} on {self!r}")
-        connection = self.connection
-        if connection is not None and subscription.connectionId is not None:
-            connection._unsubscribe(subscription.family, subscription.connectionId, missingOK=True)
+        forget, subscription.forget = subscription.forget, None
+        if forget is not None:
+            forget()
+        callbackId = self._registered.pop(subscriptionId, None)
+        if self.connection is not None and callbackId is not None:
+            self.connection._unsubscribe(
+                subscription.family, callbackId, missingOK=True, background=True
+            )
 
     def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
         """Call C{observer} with a L{ConnectionStatus} on every change."""
@@ -180,16 +186,16 @@ class LibvirtService(Service):
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """
         The current connection, or the next one.  With C{failAfterFailures},
-        fail with the last error after that many failed attempts in a row.
+        fail with the last error once that many attempts from now have
+        failed; fail with C{CancelledError} if the service is (or gets)
+        stopped.
         """
         if self.connection is not None:
             return succeed(self.connection)
+        if not self.running:
+            return fail(CancelledError(f"{self!r} is not running"))
         d: Deferred[LibvirtConnection] = Deferred()
-        if failAfterFailures is not None and self._failures >= failAfterFailures:
-            assert self._lastFailure is not None
-            d.errback(self._lastFailure)
-            return d
-        self._waiters.append((failAfterFailures, d))
+        self._waiters.append(([failAfterFailures], d))
         return d
 
     # Service.
@@ -198,144 +204,183 @@ class LibvirtService(Service):
         if installed() is None:
             raise RuntimeError("call libvirt_twisted.install() before starting a LibvirtService")
         super().startService()  # type: ignore[no-untyped-call]
+        self._generation += 1
+        self._failures = 0
+        self._everConnected = False
         self.log.info("libvirt service for {uri} starting", uri=self.maskedURI)
         self._connect()
 
     def stopService(self) -> Deferred[None]:
         """Stop retrying, close the connection; fires once libvirt freed it all."""
         super().stopService()  # type: ignore[no-untyped-call]
+        self._generation += 1
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         waiters, self._waiters = self._waiters, []
         for _, waiter in waiters:
             waiter.errback(CancelledError(f"{self!r} stopped"))
+        connection, self.connection = self.connection, None
+        self._registered = {}
+        status = ConnectionStatus("stopped", self.maskedURI)
+        for queue in self._queues():
+            if connection is not None:
+                connection._enqueue(queue, status)
+            else:
+                queue.put(status)
+        if connection is not None:
+            self._closeLater(connection)
+        self.log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
+        self._notify(status)
         attempt = self._attempt if self._attempt is not None else succeed(None)
         stopped: Deferred[None] = Deferred()
 
-        def close(_: object) -> Deferred[Any]:
-            connection, self.connection = self.connection, None
-            if connection is None:
-                loop = installed()
-                assert loop is not None
-                return loop.drain()
-            return connection.close()
+        def waitForCloses(_: object) -> Deferred[Any]:
+            loop = installed()
+            assert loop is not None
+            return DeferredList(list(self._closings)).addCallback(lambda _: loop.drain())
 
         def done(_: object) -> None:
             self.log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
-            self._notify(ConnectionStatus("stopped", self.maskedURI))
             stopped.callback(None)
 
-        attempt.addBoth(close).addBoth(done)
+        attempt.addBoth(waitForCloses).addBoth(done)
         return stopped
 
-    # Connecting.
+    # Connecting, off the reactor thread.
 
     def _connect(self) -> None:
         self._retry = None
-        self._attempt = _calls.callInThread(self._reactor, self._openInThread)
-        self._attempt.addCallbacks(self._opened, self._failed)
+        generation = self._generation
+        snapshot = list(self._subscriptions.items())
+        attempt = _calls.callInThread(self._reactor, self._attemptInThread, snapshot)
+        attempt.addCallback(self._opened, generation, {i for i, _ in snapshot})
+        attempt.addErrback(self._failed, generation)
+        self._attempt = attempt
 
-    def _openInThread(self) -> libvirt.virConnect:
-        flags = libvirt.VIR_CONNECT_RO if self.readOnly else 0
-        if self._auth is not None:
-            conn = libvirt.openAuth(self.uri, self._auth, flags)
-        elif self.readOnly:
-            conn = libvirt.openReadOnly(self.uri)
-        else:
-            conn = libvirt.open(self.uri)
-        if self.keepalive is not None:
-            try:
-                conn.setKeepAlive(*self.keepalive)
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                    conn.close()
-                    raise
-        return conn
+        def over(result: object) -> object:
+            if self._attempt is attempt:
+                self._attempt = None
+            return result
 
-    def _opened(self, conn: libvirt.virConnect) -> None:
-        self._attempt = None
-        if not self.running:
-            _calls.callInThread(self._reactor, conn.close)
-            return
-        connection = LibvirtConnection(conn, onClose=self._lost, reactor=self._reactor)
+        attempt.addBoth(over)
 
-        def abandon(failure: Failure) -> None:
-            connection.close()
-            self._failed(failure)
-
-        self._attempt = self._registerInThread(connection, list(self._subscriptions.values()))
-        self._attempt.addCallback(lambda _: self._established(connection))
-        self._attempt.addErrback(abandon)
-        return None
-
-    def _registerInThread(
-        self, connection: LibvirtConnection, subscriptions: list[_Subscription]
-    ) -> Deferred[None]:
-        def register() -> None:
-            for subscription in subscriptions:
-                self._registerOne(connection, subscription)
-
-        return _calls.callInThread(self._reactor, register)
-
-    def _registerOne(self, connection: LibvirtConnection, subscription: _Subscription) -> None:
-        obj = None
-        if subscription.objectFilter is not None:
-            obj = _lookup(connection.virConnect, subscription.family, subscription.objectFilter)
-            if obj is None:
-                self.log.warn(
-                    "{uri}: no {family} {name} to watch (yet)",
-                    uri=self.maskedURI,
-                    family=subscription.family,
-                    name=subscription.objectFilter,
-                )
-                return
+    def _attemptInThread(
+        self, snapshot: list[tuple[int, _Subscription]]
+    ) -> tuple[LibvirtConnection, dict[int, tuple[str, int]]]:
+        """Open, turn keepalive on, wrap, subscribe: all the round trips."""
+        conn = _openURI(self.uri, self.readOnly, self._auth)
         try:
-            subscription.connectionId = connection._subscribe(
+            if self.keepalive is not None:
+                _setKeepAlive(conn, *self.keepalive)
+            connection = LibvirtConnection(
+                conn, onClose=self._lost, reactor=self._reactor, _holdQueues=True
+            )
+        except BaseException:
+            _quietly(conn.close)
+            raise
+        try:
+            registered = {}
+            for subscriptionId, subscription in snapshot:
+                callbackId = self._registerOne(connection, subscription)
+                if callbackId is not None:
+                    registered[subscriptionId] = (subscription.family, callbackId)
+        except BaseException:
+            connection._closeNow()
+            raise
+        return connection, registered
+
+    def _registerOne(
+        self, connection: LibvirtConnection, subscription: _Subscription
+    ) -> int | None:
+        """
+        Register one subscription (in a thread); L{None} if it cannot hold
+        on this connection, which the rest of the connection survives.
+        """
+        try:
+            obj = None
+            if subscription.objectFilter is not None:
+                obj = _lookup(connection.virConnect, subscription.family, subscription.objectFilter)
+            return connection._subscribe(
                 subscription.family,
                 obj,
                 subscription.eventID,
                 subscription.callback,
                 subscription.opaque,
             )
+        except ConnectionClosedError:
+            return None
         except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            if not connection.virConnect.isAlive():
                 raise
             # One driver lacks some families' events (test:///default has no
-            # secret events): the other subscriptions still hold.
+            # secret events), an older daemon some event ids, a filter its
+            # object: the other subscriptions still hold.
             self.log.info(
-                "{uri}: {family} events not supported here: {error}",
+                "{uri}: {family} events cannot be watched here: {error}",
                 uri=self.maskedURI,
                 family=subscription.family,
                 error=self._scrub(str(e)),
             )
+            return None
 
-    def _established(self, connection: LibvirtConnection) -> None:
-        self._attempt = None
-        if not self.running:
-            connection.close()
-            return
-        if connection.closeReason is not None:
-            raise ConnectionError("the connection closed while subscribing")
+    def _registerLater(self, connection: LibvirtConnection, subscriptionId: int) -> None:
+        """Register a subscription made while connected, on the call pool."""
+        subscription = self._subscriptions[subscriptionId]
+        d = _calls.callInThread(self._reactor, self._registerOne, connection, subscription)
+
+        def registered(callbackId: int | None) -> None:
+            if callbackId is None:
+                return
+            if connection is self.connection and subscriptionId in self._subscriptions:
+                self._registered[subscriptionId] = callbackId
+            else:
+                connection._unsubscribe(
+                    subscription.family, callbackId, missingOK=True, background=True
+                )
+
+        d.addCallback(registered)
+        d.addErrback(lambda f: self.log.failure("{uri}: subscribing failed", f, uri=self.maskedURI))
+
+    def _opened(
+        self,
+        result: tuple[LibvirtConnection, dict[int, tuple[str, int]]],
+        generation: int,
+        snapshot: set[int],
+    ) -> Deferred[Any] | None:
+        connection, registered = result
+        if generation != self._generation or not self.running:
+            return self._closeLater(connection)
+        if connection.closeReason is not None or connection._fanOut.closed:
+            self._closeLater(connection)
+            raise ConnectionError("the connection closed while it was being set up")
+        for subscriptionId, (family, callbackId) in registered.items():
+            if subscriptionId in self._subscriptions:
+                self._registered[subscriptionId] = callbackId
+            else:  # unsubscribed while the attempt went on
+                connection._unsubscribe(family, callbackId, missingOK=True, background=True)
+        self.connection = connection
+        for subscriptionId in self._subscriptions.keys() - set(snapshot):
+            self._registerLater(connection, subscriptionId)
         state: State = "reconnected" if self._everConnected else "connected"
         self._everConnected = True
         self._failures = 0
-        self._lastFailure = None
-        self.connection = connection
         self.log.info("{uri}: {state}", uri=self.maskedURI, state=state)
-        self._notify(ConnectionStatus(state, self.maskedURI), connection)
+        status = ConnectionStatus(state, self.maskedURI)
+        connection._release([(queue, status) for queue in self._queues()])
+        self._notify(status)
         waiters, self._waiters = self._waiters, []
         for _, waiter in waiters:
             waiter.callback(connection)
+        return None
 
-    def _failed(self, failure: Failure) -> None:
-        self._attempt = None
-        if not self.running:
+    def _failed(self, failure: Failure, generation: int) -> None:
+        if generation != self._generation or not self.running:
             return
+        _scrubFailure(failure, self._scrub)
         self._failures += 1
-        self._lastFailure = failure
         delay = self._retryPolicy(self._failures)
-        message = self._scrub(failure.getErrorMessage())
+        message = failure.getErrorMessage()
         self.log.warn(
             "{uri}: connection attempt {failures} failed ({error}); retrying in {delay:.1f}s",
             uri=self.maskedURI,
@@ -346,8 +391,11 @@ class LibvirtService(Service):
         self._retry = self._clock.callLater(delay, self._connect)
         self._notify(ConnectionStatus("failed", self.maskedURI, message, self._failures))
         for entry in list(self._waiters):
-            limit, waiter = entry
-            if limit is not None and self._failures >= limit:
+            remaining, waiter = entry
+            if remaining[0] is None:
+                continue
+            remaining[0] -= 1
+            if remaining[0] <= 0:
                 self._waiters.remove(entry)
                 waiter.errback(failure)
 
@@ -355,31 +403,66 @@ class LibvirtService(Service):
         if connection is not self.connection:
             return
         self.connection = None
-        for subscription in self._subscriptions.values():
-            subscription.connectionId = None
-        from .events import closeEvent
-
+        self._registered = {}
         name = str(closeEvent(reason).fields["reason"])
         self.log.warn("{uri}: disconnected ({reason})", uri=self.maskedURI, reason=name)
+        # Release the dead connection's socket now, whoever still holds it.
+        self._closeLater(connection)
         if self.running:
             self._retry = self._clock.callLater(self._retryPolicy(0), self._connect)
-        self._notify(ConnectionStatus("disconnected", self.maskedURI, name), connection)
+        status = ConnectionStatus("disconnected", self.maskedURI, name)
+        for queue in self._queues():
+            connection._enqueue(queue, status)
+        self._notify(status)
 
-    def _notify(self, status: ConnectionStatus, via: LibvirtConnection | None = None) -> None:
-        """
-        Tell the observers; with C{via}, also queue subscribers, in order
-        with the events that connection queued for them.
-        """
+    def _closeLater(self, connection: LibvirtConnection) -> Deferred[Any]:
+        """Close C{connection}; L{stopService} waits for it."""
+        closing: Deferred[Any] = connection.close()
+        self._closings.append(closing)
+
+        def closed(result: object) -> object:
+            self._closings.remove(closing)
+            return result
+
+        return closing.addBoth(closed)
+
+    def _queues(self) -> list[DeferredQueue[Any]]:
+        """Every queue subscribed, once each."""
+        queues: dict[int, DeferredQueue[Any]] = {}
+        for subscription in self._subscriptions.values():
+            if isinstance(subscription.callback, DeferredQueue):
+                queues[id(subscription.callback)] = subscription.callback
+        return list(queues.values())
+
+    def _notify(self, status: ConnectionStatus) -> None:
         for observer in list(self._observers):
             try:
                 observer(status)
             except Exception:
                 self.log.failure("observer {observer!r} raised", observer=observer)
-        if via is None or status.state not in ("disconnected", "reconnected"):
-            return
-        for subscription in self._subscriptions.values():
-            if isinstance(subscription.callback, DeferredQueue):
-                via._enqueue(subscription.callback, status)
+
+
+def _checkKeepalive(keepalive: object) -> None:
+    if keepalive is None:
+        return
+    if not (
+        isinstance(keepalive, tuple)
+        and len(keepalive) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in keepalive)
+    ):
+        raise TypeError(f"keepalive must be (interval, count) ints, not {keepalive!r}")
+    interval, count = keepalive
+    if interval < 1 or count < 0:
+        raise ValueError(f"keepalive interval must be >= 1 and count >= 0, not {keepalive!r}")
+
+
+def _setKeepAlive(conn: libvirt.virConnect, interval: int, count: int) -> None:
+    """Turn keepalive on where the driver has it (test:///default has not)."""
+    try:
+        conn.setKeepAlive(interval, count)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
 
 
 def _lookup(conn: libvirt.virConnect, family: str, key: str) -> Any:
@@ -390,7 +473,15 @@ def _lookup(conn: libvirt.virConnect, family: str, key: str) -> Any:
         "node_device": conn.nodeDeviceLookupByName,
         "secret": conn.secretLookupByUUIDString,
     }
-    try:
-        return lookups[family](key)
-    except libvirt.libvirtError:
-        return None
+    return lookups[family](key)
+
+
+def _scrubFailure(failure: Failure, scrub: Callable[[str], str]) -> None:
+    """Hide the URI's password in an error that may quote it, keeping its type."""
+    error = failure.value
+    if error is None:
+        return
+    error.args = tuple(scrub(a) if isinstance(a, str) else a for a in error.args)
+    err = getattr(error, "err", None)
+    if isinstance(err, tuple):
+        setattr(error, "err", tuple(scrub(a) if isinstance(a, str) else a for a in err))  # noqa: B010

@@ -8,12 +8,34 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-_USERINFO = re.compile(r"^(?P<scheme>[^:/?#]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+
+def _userinfo(uri: str) -> tuple[int, int] | None:
+    """
+    Where the password of C{uri}'s user part lies, as (start, end), if it
+    has one.  The user part ends at the last @ before the query, so that a
+    password holding @ or / (not allowed unescaped, but typed anyway) is
+    still found whole.
+    """
+    start = uri.find("://")
+    if start < 0:
+        return None
+    start += 3
+    end = uri.find("?", start)
+    at = uri.rfind("@", start, len(uri) if end < 0 else end)
+    if at < 0:
+        return None
+    colon = uri.find(":", start, at)
+    if colon < 0:
+        return None
+    return colon + 1, at
 
 
 def maskURI(uri: str) -> str:
     """C{uri} with the password of its user part, if any, replaced by ***."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri, count=1)
+    where = _userinfo(uri)
+    if where is None:
+        return uri
+    return uri[: where[0]] + "***" + uri[where[1] :]
 
 
 def scrubber(uri: str) -> Callable[[str], str]:
@@ -21,8 +43,8 @@ def scrubber(uri: str) -> Callable[[str], str]:
     A function that hides C{uri}'s password in any text, such as a libvirt
     error message that quotes the URI.
     """
-    match = _USERINFO.match(uri)
-    password = match["password"] if match else ""
+    where = _userinfo(uri)
+    password = uri[where[0] : where[1]] if where else ""
     if not password:
         return lambda text: text
     return lambda text: text.replace(password, "***")

@@ -6,6 +6,7 @@ tracked registrations, fan-out, queues, teardown on close and collection.
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from typing import Any
 
@@ -14,8 +15,9 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventQueue, LibvirtConnection, UnknownCallbackError
+from libvirt_twisted._connection import ConnectionClosedError
 
-from ._harness import LOOP, Recorder, startDaemon, testDomainXML, turns
+from ._harness import LOOP, PATIENCE, Recorder, startDaemon, testDomainXML, turns, until
 
 LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 REBOOT = libvirt.VIR_DOMAIN_EVENT_ID_REBOOT
@@ -163,7 +165,8 @@ class WrapperTests(ConnectionTestCase):
         queue.finish()
         await consumer
         self.assertEqual(connection.tracked(), [])
-        self.assertEqual(connection.virConnect.domainEventCallbackID, {})
+        # libvirt's side goes on the call pool: no round trip on the reactor.
+        await until(lambda: connection.virConnect.domainEventCallbackID == {})
         self.churn(self.uri, "after-finish")
         await turns(3)
         self.assertEqual(consumed, [])
@@ -223,10 +226,9 @@ class DaemonTests(ConnectionTestCase):
         wrapper, virConnect = weakref.ref(connection), weakref.ref(conn)
         del connection, conn, onClose
         changes.pending.clear()
-        # onClose fired from inside the teardown, whose frames are still live.
-        await turns(1)
-        # Freed by reference counting alone: no cycle waits for the collector.
-        self.assertIsNone(wrapper())
+        # Freed by reference counting alone (no cycle waits for the collector)
+        # once the teardown's frames and delayed calls are done.
+        await until(lambda: wrapper() is None)
         self.assertIsNone(virConnect())
         await LOOP.drain()
         self.assertEqual(LOOP.counts(), baseline)
@@ -241,3 +243,89 @@ class DaemonTests(ConnectionTestCase):
         self.assertEqual(reason, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
         self.assertEqual(connection.tracked(), [])
         self.assertEqual(LOOP.counts(), baseline)
+
+
+class ConcurrencyTests(ConnectionTestCase):
+    """Registrations on the call pool racing teardown, and the reactor never waiting."""
+
+    async def test_finishingAQueueNeverWaitsForARoundTrip(self) -> None:
+        daemon = startDaemon(self)
+        connection = LibvirtConnection(libvirt.open(daemon.testURI))
+        first: EventQueue[Any] = EventQueue()
+        second: EventQueue[Any] = EventQueue()
+        connection.domainEventRegisterAny(None, LIFECYCLE, first)
+        connection.domainEventRegisterAny(None, LIFECYCLE, second)
+        daemon.pause()
+        # A registration stuck in a round trip to the frozen daemon...
+        stuck = connection.inThread.domainEventRegisterAny(None, REBOOT, Recorder())
+        await until(lambda: len(connection.tracked()) == 3)
+        # ...does not hold up the reactor thread's own bookkeeping.
+        first.finish()
+        self.assertEqual([kind for _, kind, _ in connection.tracked()], [LIFECYCLE, REBOOT])
+        daemon.resume()
+        await stuck
+        self.assertEqual([kind for _, kind, _ in connection.tracked()], [LIFECYCLE, REBOOT])
+        await connection.close()
+
+    async def test_closeWhileARegistrationIsUnderWay(self) -> None:
+        daemon = startDaemon(self)
+        await LOOP.drain()
+        baseline = LOOP.counts()
+        conn = libvirt.open(daemon.testURI)
+        connection = LibvirtConnection(conn)
+        registered = threading.Event()
+        proceed = threading.Event()
+        realRegister = conn.domainEventRegisterAny
+
+        def slowly(*args: Any) -> int:
+            callbackId: int = realRegister(*args)
+            registered.set()
+            proceed.wait(PATIENCE)
+            return callbackId
+
+        conn.domainEventRegisterAny = slowly  # type: ignore[method-assign,assignment]
+        registration = connection.inThread.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        await until(registered.is_set)
+        closing = connection.close()
+        proceed.set()
+        with self.assertRaises(ConnectionClosedError):
+            await registration
+        self.assertEqual(await closing, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
+        # The registration that lost the race deregistered itself.
+        self.assertEqual(conn.domainEventCallbackID, {})
+        del conn.domainEventRegisterAny
+        await LOOP.drain()
+        self.assertEqual(LOOP.counts(), baseline)
+
+    def test_libvirtErrorIsNotMaskedWhenTheConnectionGoesMeanwhile(self) -> None:
+        conn = libvirt.open("test:///default")
+        connection = LibvirtConnection(conn)
+        self.addCleanup(connection.close)
+
+        def failing(*args: Any) -> int:
+            connection._fanOut.clear(close=True)  # as a teardown would, meanwhile
+            raise libvirt.libvirtError("refused")
+
+        conn.domainEventRegisterAny = failing  # type: ignore[method-assign,assignment]
+        with self.assertRaises(libvirt.libvirtError):
+            connection.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        del conn.domainEventRegisterAny
+        self.assertEqual(connection.tracked(), [])
+
+    async def test_inThreadRegistrationIsTracked(self) -> None:
+        connection = self.wrap("test:///default")
+        callbackId = await connection.inThread.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        self.assertEqual(await connection.inThread.close(), libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
+        self.assertEqual(connection.tracked(), [])
+
+    async def test_openOffTheReactorThread(self) -> None:
+        changes: EventQueue[Any] = EventQueue()
+        connection = await LibvirtConnection.open("test:///default", onDomainChange=changes)
+        self.addCleanup(connection.close)
+        self.assertEqual(len(connection.tracked()), 1)
+        self.churn("test:///default", "opened")
+        _, dom, event, _, _ = await changes.get()
+        self.assertEqual((dom.name(), event), ("opened", STARTED))
+        with self.assertRaises(libvirt.libvirtError):
+            await LibvirtConnection.open("test+unix:///default?socket=/nonexistent/sock")

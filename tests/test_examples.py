@@ -40,5 +40,7 @@ class ExampleTests(TestCase):
         out = await self.runExample("service_inlinecallbacks.py")
         lines = out.splitlines()
         self.assertEqual(lines[0], "connection: connected test:///default")
-        self.assertIn("event='STOPPED', detail='DESTROYED'", lines[2])
+        self.assertEqual(lines[1], "in the queue: connected")
+        self.assertIn("event='STARTED', detail='BOOTED'", lines[2])
+        self.assertIn("event='STOPPED', detail='DESTROYED'", lines[3])
         self.assertEqual(lines[-1], "connection: stopped test:///default")

@@ -159,7 +159,7 @@ class HostileInputTests(TestCase):
         await connection.close()
         self.assertRaisesNaming(
             RuntimeError,
-            "the connection is closed",
+            "it is closed",
             connection.domainEventRegisterAny,
             None,
             LIFECYCLE,
