@@ -17,9 +17,12 @@ from typing import Any, TypeVar, cast
 import libvirt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from libvirt_twisted import EventLoop, install
 from libvirt_twisted.testing import PrivateLibvirtd, daemonUnavailable
@@ -149,6 +152,39 @@ def qemuDomainXML(name: str) -> str:
         f"<os><type arch='x86_64' machine='pc'>hvm</type></os>"
         f"<devices><emulator>{emulator}</emulator></devices></domain>"
     )
+
+
+@implementer(IReactorFromThreads)
+class FakeReactor(MemoryReactorClock):
+    """
+    A fake reactor for exact timing: C{advance} runs one iteration (the calls
+    due now, not those they add, so a 0 ms timer cannot spin it), and calls
+    from other threads wait in C{fromThreads} until the test runs them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThreads: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kw: object) -> None:
+        self.fromThreads.append((callable, args))
+
+    def runThreadCalls(self) -> None:
+        while self.fromThreads:
+            calls, self.fromThreads = self.fromThreads, []
+            for f, args in calls:
+                f(*args)
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = sorted(
+            (c for c in self.calls if c.getTime() <= self.seconds()), key=lambda c: c.getTime()
+        )
+        for call in due:
+            if call in self.calls:
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
 
 
 class Recorder:

@@ -24,42 +24,17 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
 from libvirt_twisted import EventLoop
+
+from ._harness import FakeReactor
 
 READABLE = libvirt.VIR_EVENT_HANDLE_READABLE
 WRITABLE = libvirt.VIR_EVENT_HANDLE_WRITABLE
 EVENTS = st.sampled_from([0, READABLE, WRITABLE, READABLE | WRITABLE])
 INTERVALS = st.sampled_from([-1, 0, 10, 50])
-BEHAVIOURS = st.sampled_from(["nothing", "removeSelf", "removeAnother"])
-
-
-@implementer(IReactorFromThreads)
-class Reactor(MemoryReactorClock):
-    """A fake reactor on which calls from other threads wait for a turn."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fromThreads: list[tuple[Callable[..., object], tuple[object, ...]]] = []
-
-    def callFromThread(self, callable: Callable[..., Any], *args: object, **kw: object) -> None:
-        self.fromThreads.append((callable, args))
-
-    def advance(self, amount: float) -> None:
-        """One reactor iteration: run the calls due now, not those they add."""
-        self.rightNow += amount
-        due = sorted(
-            (c for c in self.calls if c.getTime() <= self.seconds()), key=lambda c: c.getTime()
-        )
-        for call in due:
-            if call in self.calls:
-                self.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
+BEHAVIOURS = st.sampled_from(["nothing", "removeSelf", "removeAnother", "zeroATimer"])
 
 
 @dataclass
@@ -82,7 +57,7 @@ class EventLoopModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.reactor = Reactor()
+        self.reactor = FakeReactor()
         self.onReactor = True
         self.inCallback = False
         self.step = 0
@@ -114,6 +89,10 @@ class EventLoopModel(RuleBasedStateMachine):
     def callback(self, registration: Registration, behaviour: str) -> Callable[..., None]:
         def called(*args: Any) -> None:
             registration.calls.append(self.step)
+            if self.inCallback:
+                self.errors.append(
+                    f"{registration.kind} {registration.id} called inside a callback"
+                )
             if not registration.live:
                 self.errors.append(f"{registration.kind} {registration.id} called after removal")
             self.inCallback = True
@@ -124,6 +103,11 @@ class EventLoopModel(RuleBasedStateMachine):
                     others = [r for r in self.byId.values() if r.live and r is not registration]
                     if others:
                         self.remove(others[0])
+                elif behaviour == "zeroATimer":
+                    timers = [r for r in self.byId.values() if r.live and r.kind == "timer"]
+                    if timers:
+                        self.loop.updateTimeout(timers[-1].id, 0)
+                        timers[-1].events = 0
             finally:
                 self.inCallback = False
 
@@ -225,10 +209,7 @@ class EventLoopModel(RuleBasedStateMachine):
                 writer.doWrite()
 
     def runThreadCalls(self) -> None:
-        while self.reactor.fromThreads:
-            calls, self.reactor.fromThreads = self.reactor.fromThreads, []
-            for f, args in calls:
-                f(*args)
+        self.reactor.runThreadCalls()
 
     # Invariants.
 

@@ -5,39 +5,21 @@ on the running reactor (iterations).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
+import libvirt
 from twisted.internet import reactor
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from libvirt_twisted import EventLoop
 
-from ._harness import Recorder, turns, until
+from ._harness import FakeReactor, Recorder, turns, until
 
 
-@implementer(IReactorFromThreads)
-class ThreadedClock(MemoryReactorClock):
-    """A fake reactor whose calls from other threads wait until the test runs them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threadCalls: list[tuple[Callable[..., object], tuple[object, ...]]] = []
-
-    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
-        self.threadCalls.append((callable, args))
-
-    def runThreadCalls(self) -> None:
-        calls, self.threadCalls = self.threadCalls, []
-        for f, args in calls:
-            f(*args)
-
-
-def clockLoop() -> tuple[EventLoop, MemoryReactorClock, Recorder]:
-    clock = MemoryReactorClock()
+def clockLoop() -> tuple[EventLoop, FakeReactor, Recorder]:
+    clock = FakeReactor()
     freed = Recorder()
     return EventLoop(clock, free=freed, isReactorThread=lambda: True), clock, freed
 
@@ -145,7 +127,7 @@ class TimerOnClockTests(SynchronousTestCase):
         self.assertEqual(sorted(freed.calls), [("other",), ("remover",)])
 
     def test_removedFromAnotherThreadNeverFires(self) -> None:
-        clock = ThreadedClock()
+        clock = FakeReactor()
         onReactor = [True]
         loop = EventLoop(clock, free=Recorder(), isReactorThread=lambda: onReactor[0])
         fired = Recorder()
@@ -224,6 +206,51 @@ class TimerOnClockTests(SynchronousTestCase):
         self.assertRaises(TypeError, loop.addTimeout, 10, "not callable", None)
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertTrue(loop.isIdle())
+
+
+class TimerSetDuringDispatchTests(SynchronousTestCase):
+    """A timer set to 0 by a watch's callback fires right after that callback."""
+
+    def setUp(self) -> None:
+        self.loop, self.clock, _ = clockLoop()
+        self.r, w = os.pipe()
+        os.write(w, b"x")
+        os.close(w)
+        self.addCleanup(os.close, self.r)
+        self.order: list[str] = []
+
+    def dispatchOnce(self, timerAction: Callable[[int], None]) -> int:
+        timer = self.loop.addTimeout(-1, lambda t, o: self.order.append("timer"), None)
+
+        def watched(watch: int, fd: int, events: int, opaque: Any) -> None:
+            self.order.append("watch in")
+            timerAction(timer)
+            self.order.append("watch out")
+
+        watch = self.loop.addHandle(self.r, libvirt.VIR_EVENT_HANDLE_READABLE, watched, None)
+        (reader,) = self.clock.getReaders()
+        reader.doRead()
+        self.loop.removeHandle(watch)
+        return timer
+
+    def test_firesAfterTheWatchInTheSameIteration(self) -> None:
+        timer = self.dispatchOnce(lambda t: self.loop.updateTimeout(t, 0))
+        self.assertEqual(self.order, ["watch in", "watch out", "timer"])
+        # Still 0: it fires again on every reactor iteration.
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual(self.order.count("timer"), 3)
+        self.loop.removeTimeout(timer)
+
+    def test_setBackBeforeTheWatchReturns(self) -> None:
+        def zeroThenOff(timer: int) -> None:
+            self.loop.updateTimeout(timer, 0)
+            self.loop.updateTimeout(timer, -1)
+
+        timer = self.dispatchOnce(zeroThenOff)
+        self.clock.advance(1)
+        self.assertEqual(self.order, ["watch in", "watch out"])
+        self.loop.removeTimeout(timer)
 
 
 class TimerOnReactorTests(TestCase):
