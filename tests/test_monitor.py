@@ -5,118 +5,25 @@ the private daemon.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
-from collections.abc import Callable
-from typing import Any
 
 import libvirt
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import _monitor, events
 
 from ._harness import startDaemon, testDomainXML
-
-TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
-TWIST = "import sys; from twisted.application.twist._twist import Twist; Twist.main()"
-Records = list[dict[str, Any]]
-
-
-class Monitor(ProcessProtocol):
-    """A monitor process: its JSON records as they come, its stderr, its end."""
-
-    def __init__(self) -> None:
-        self.records: Records = []
-        self.text: list[str] = []
-        self.stderr = b""
-        self.ended: Deferred[int | None] = Deferred()
-        self._buffer = b""
-        self._waiters: list[tuple[Callable[[Records], bool], Deferred[Records]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            self.text.append(line.decode())
-            if line.startswith(b"{"):
-                self.records.append(json.loads(line))
-        for entry in list(self._waiters):
-            condition, d = entry
-            if condition(self.records):
-                self._waiters.remove(entry)
-                d.callback(self.records)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(getattr(reason.value, "exitCode", None))
-
-    def when(self, condition: Callable[[Records], bool]) -> Deferred[Records]:
-        d: Deferred[Records] = Deferred()
-        if condition(self.records):
-            d.callback(self.records)
-        else:
-            self._waiters.append((condition, d))
-        return d
-
-    def kinds(self, uri: str | None = None) -> list[str]:
-        return [r["kind"] for r in self.records if uri is None or r["uri"] == uri]
-
-
-def has(
-    kind: str, uri: str | None = None, count: int = 1, **fields: Any
-) -> Callable[[Records], bool]:
-    """A condition: at least C{count} records of C{kind} with C{fields}."""
-
-    def condition(records: Records) -> bool:
-        found = [
-            r
-            for r in records
-            if r["kind"] == kind
-            and (uri is None or r["uri"] == uri)
-            and all(r.get(k) == v for k, v in fields.items())
-        ]
-        return len(found) >= count
-
-    return condition
+from ._monitorprocess import TWIST, TWISTD, Monitor, has, spawnMonitor
 
 
 class MonitorProcessTests(TestCase):
     timeout = 60
 
     def spawn(self, *args: str, runner: str = TWISTD) -> Monitor:
-        monitor = Monitor()
-        logfile = os.path.abspath(self.mktemp())
-        command = [sys.executable, "-c", runner]
-        if runner is TWISTD:
-            command += ["-n", "--pidfile=", f"--logfile={logfile}"]
-        else:
-            command += [f"--log-file={logfile}"]
-        process = reactor.spawnProcess(
-            monitor, sys.executable, [*command, "libvirt-monitor", *args], env=dict(os.environ)
-        )
-        self.logfile = logfile
-
-        def stop() -> Deferred[int | None] | None:
-            if monitor.ended.called:
-                return None
-            process.signalProcess("KILL")
-            return monitor.ended
-
-        self.addCleanup(stop)
-        self.process = process
+        monitor = spawnMonitor(self, *args, runner=runner)
+        self.logfile = monitor.logfile
         return monitor
-
-    async def terminate(self, monitor: Monitor, signum: int = signal.SIGTERM) -> int | None:
-        self.process.signalProcess(signum)
-        return await monitor.ended
 
     async def test_eventsAsJSONLinesAndACleanSigterm(self) -> None:
         daemon = startDaemon(self)
@@ -134,7 +41,7 @@ class MonitorProcessTests(TestCase):
         self.assertEqual(started["detail"], "BOOTED")
         self.assertRegex(started["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
         self.assertRegex(started["uuid"], r"^[0-9a-f-]{36}$")
-        self.assertEqual(await self.terminate(monitor), 0)
+        self.assertEqual(await monitor.terminate(), 0)
         self.assertEqual(monitor.kinds()[0], "connection.connected")
         self.assertEqual(monitor.kinds()[-1], "connection.stopped")
         self.assertNotIn(b"Traceback", monitor.stderr)
@@ -171,7 +78,7 @@ class MonitorProcessTests(TestCase):
         conn.createXML(testDomainXML("after-restart"), 0).destroy()
         conn.close()
         await monitor.when(has("domain.lifecycle", name="after-restart", event="STOPPED"))
-        self.assertEqual(await self.terminate(monitor, signal.SIGINT), 0)
+        self.assertEqual(await monitor.terminate(signal.SIGINT), 0)
 
     async def test_aDeadHostDoesNotHoldUpALiveOne(self) -> None:
         daemon = startDaemon(self)
@@ -188,13 +95,13 @@ class MonitorProcessTests(TestCase):
         )
         await monitor.when(has("connection.failed", uri=dead, count=2))
         self.assertNotIn("connection.connected", monitor.kinds(dead))
-        self.assertEqual(await self.terminate(monitor), 0)
+        self.assertEqual(await monitor.terminate(), 0)
 
     async def test_passwordsNeverPrinted(self) -> None:
         uri = "test+unix://admin:s3cret@localhost/default?socket=/nonexistent/libvirt-sock"
         monitor = self.spawn("--uri", uri, "--format", "json", "--retry-initial", "0.1")
         await monitor.when(has("connection.failed", count=2))
-        self.assertEqual(await self.terminate(monitor), 0)
+        self.assertEqual(await monitor.terminate(), 0)
         with open(self.logfile, "rb") as f:
             everything = b"\n".join([f.read(), monitor.stderr, *(t.encode() for t in monitor.text)])
         self.assertIn(b"admin:***@localhost", everything)
