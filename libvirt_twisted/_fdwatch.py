@@ -116,6 +116,8 @@ class FileWatch:
         self.writing = False
         self.retired = False
         self._owner = owner
+        # The reactor asks for it around every read and write.
+        self._logPrefix = f"libvirt fd {fd}"
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN | select.POLLOUT)
 
@@ -133,7 +135,7 @@ class FileWatch:
         return self.fd
 
     def logPrefix(self) -> str:
-        return f"libvirt fd {self.fd}"
+        return self._logPrefix
 
     def doRead(self) -> None:
         # Errors and hang-ups go with the read side when there is one.
