@@ -99,9 +99,13 @@ class FaultRig:
             )
             await rig.monitor.when(has("inventory"))
         await rig.eventsFlow()
-        rig.fds = len(openFds())
-        rig.counts = LOOP.counts()
+        rig.baseline()
         return rig
+
+    def baseline(self) -> None:
+        """What nothingLeaked compares with: what the rig holds now."""
+        self.fds = len(openFds())
+        self.counts = LOOP.counts()
 
     async def stop(self) -> None:
         if self.service.running:

@@ -143,6 +143,15 @@ def testDomainXML(name: str) -> str:
     )
 
 
+def churn(uri: str, name: str) -> None:
+    """Start and destroy a test domain from a connection of its own: two events."""
+    conn = libvirt.open(uri)
+    try:
+        conn.createXML(testDomainXML(name), 0).destroy()
+    finally:
+        conn.close()
+
+
 def qemuDomainXML(name: str) -> str:
     """A disk-less QEMU domain that boots SeaBIOS and idles, under TCG."""
     emulator = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from libvirt_twisted import EventQueue, LibvirtConnection, UnknownCallbackError
 from libvirt_twisted._connection import ConnectionClosedError
 
-from ._harness import LOOP, PATIENCE, Recorder, startDaemon, testDomainXML, turns, until
+from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
 
 LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 REBOOT = libvirt.VIR_DOMAIN_EVENT_ID_REBOOT
@@ -35,11 +35,7 @@ class ConnectionTestCase(TestCase):
 
     def churn(self, uri: str, name: str) -> None:
         """Start and destroy a domain from another client: STARTED, then STOPPED."""
-        other = libvirt.open(uri)
-        try:
-            other.createXML(testDomainXML(name), 0).destroy()
-        finally:
-            other.close()
+        churn(uri, name)
 
 
 class WrapperTests(ConnectionTestCase):

@@ -5,6 +5,7 @@ with resubscription across a daemon restart, retries, and a clean stop.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import libvirt
@@ -14,19 +15,20 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtService, maskURI
 
-from ._harness import LOOP, Recorder, logMessages, startDaemon, testDomainXML, turns, until
+from ._harness import (
+    LOOP,
+    Recorder,
+    churn,
+    logMessages,
+    startDaemon,
+    testDomainXML,
+    turns,
+    until,
+)
 
 LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
 STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
-
-
-def churn(uri: str, name: str) -> None:
-    conn = libvirt.open(uri)
-    try:
-        conn.createXML(testDomainXML(name), 0).destroy()
-    finally:
-        conn.close()
 
 
 class ServiceTestCase(TestCase):
@@ -156,18 +158,32 @@ class DaemonServiceTests(ServiceTestCase):
         self.assertEqual(raised.exception.get_error_code(), libvirt.VIR_ERR_OPERATION_DENIED)
 
     async def test_openAuth(self) -> None:
-        daemon = startDaemon(self)
-        asked = Recorder()
+        """The test driver can demand credentials; the service passes them on."""
+        node = os.path.abspath(self.mktemp())
+        with open(node, "w") as f:
+            f.write("<node><auth><user password='s3cret'>admin</user></auth></node>")
+        asked: list[int] = []
 
-        def credentials(creds: list[list[Any]], opaque: Any) -> int:
-            asked(creds)
-            return 0
+        def credentials(password: str) -> Any:
+            def answer(creds: list[list[Any]], opaque: Any) -> int:
+                for cred in creds:
+                    asked.append(cred[0])
+                    cred[4] = "admin" if cred[0] == libvirt.VIR_CRED_AUTHNAME else password
+                return 0
 
-        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], credentials, None]
-        service, _ = self.service(daemon.testURI, auth=auth)
+            return [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], answer, None]
+
+        wrong, _ = self.service(f"test://{node}", auth=credentials("guess"))
+        wrong.startService()
+        with self.assertRaises(libvirt.libvirtError) as raised:
+            await wrong.whenConnected(failAfterFailures=1)
+        self.assertIn("authentication failed", str(raised.exception))
+        await wrong.stopService()
+        service, _ = self.service(f"test://{node}", auth=credentials("s3cret"))
         service.startService()
         connection = await service.whenConnected()
         self.assertEqual(await connection.inThread.getType(), "TEST")
+        self.assertEqual(asked[-2:], [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE])
 
     async def test_stopWhileAnAttemptHangs(self) -> None:
         daemon = startDaemon(self)

@@ -1,0 +1,89 @@
+"""
+Producer processes for load and chaos tests: they start and destroy
+transient test-driver domains through the private daemon, from processes of
+their own, as other clients of a hypervisor would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+_PRODUCER = textwrap.dedent(
+    """
+    import sys, time, libvirt
+    libvirt.registerErrorHandler(lambda *a: None, None)
+    uri, prefix, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    made, conn, i = 0, None, 0
+    while count < 0 or i < count:
+        try:
+            if conn is None:
+                conn = libvirt.open(uri)
+            xml = ("<domain type='test'><name>%s-%d</name><memory>8192</memory>"
+                   "<os><type>hvm</type></os></domain>" % (prefix, i))
+            conn.createXML(xml, 0).destroy()
+            made += 1
+            i += 1
+        except libvirt.libvirtError:
+            conn = None
+            time.sleep(0.05)
+        if pause:
+            time.sleep(pause)
+    print(made)
+    """
+)
+
+
+class Producer(ProcessProtocol):
+    """One producer process; C{ended} fires with how many domains it made."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        if code == 0:
+            self.ended.callback(int(self.out.strip() or b"0"))
+        else:
+            self.ended.errback(RuntimeError(f"producer exited {code}: {self.err.decode()}"))
+
+
+def spawnProducer(
+    case: TestCase, uri: str, prefix: str, count: int, pause: float = 0.0
+) -> Producer:
+    """
+    Start a producer making C{count} domains named C{prefix-N} (for ever if
+    C{count} < 0, then killed at cleanup), riding out daemon restarts.
+    """
+    producer = Producer()
+    transport = reactor.spawnProcess(
+        producer,
+        sys.executable,
+        [sys.executable, "-c", _PRODUCER, uri, prefix, str(count), str(pause)],
+        env=dict(os.environ),
+    )
+
+    def stop() -> Deferred[int] | None:
+        if producer.ended.called:
+            return None
+        transport.signalProcess("KILL")
+        producer.ended.addErrback(lambda f: None)
+        return producer.ended
+
+    case.addCleanup(stop)
+    return producer
