@@ -162,8 +162,12 @@ class PrivateLibvirtd:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        os.kill(process.pid, signal.SIGCONT)
         process.send_signal(signum)
+        if signum != signal.SIGKILL:
+            # A paused daemon must run to act on any other signal.  SIGKILL
+            # needs no SIGCONT, and sending one would let a paused daemon
+            # answer a pending request in the instant before it dies.
+            os.kill(process.pid, signal.SIGCONT)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -71,6 +71,19 @@ class PrivateLibvirtdTests(SynchronousTestCase):
         conn.createXML(testDomainXML("after-pause"), 0).destroy()
         conn.close()
 
+    def test_pausedDaemonDiesOnEitherSignal(self) -> None:
+        daemon = PrivateLibvirtd()
+        self.addCleanup(daemon.stop)
+        for signum in (signal.SIGKILL, signal.SIGTERM):
+            daemon.start()
+            pid = daemon.pid
+            assert pid is not None
+            daemon.pause()
+            daemon.kill(signum)
+            self.assertIsNone(daemon.pid)
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+
     def test_virtAdminRunsAsTheDaemonUser(self) -> None:
         daemon = PrivateLibvirtd()
         self.addCleanup(daemon.stop)
