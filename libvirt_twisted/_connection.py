@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +14,22 @@ from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.logger import Logger
 
 from . import _calls
-from ._eventloop import onReactorThread
-from ._fanout import FAMILIES, Dispatcher, Entry, FanOut, FanOutClosed, Key, Subscriber
+from ._fanout import (
+    FAMILIES,
+    CloseDispatcher,
+    Delivery,
+    Dispatcher,
+    Entry,
+    FanOut,
+    FanOutClosed,
+    Key,
+    Subscriber,
+)
 from ._install import installed
 from ._queue import EventQueue
+from ._reactor import onReactorThread
+from ._uri import openURI
+from .events import checkEventID, closeReasonName
 
 CLOSE_REASON_CLIENT: int = libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT
 
@@ -87,12 +98,11 @@ class LibvirtConnection:
         self._fanOut = FanOut()
         self._inflight = threading.Condition()
         self._registering = 0
-        self._queued: list[tuple[DeferredQueue[Any], object]] = []
-        self._holding = _holdQueues
+        self._delivery = Delivery(self._fanOut, self._reactor, hold=_holdQueues)
         self._waiters: list[Deferred[int]] = []
         self._closeWaiters: list[Deferred[int]] | None = None
         self._closeDone = False
-        conn.registerCloseCallback(_CloseDispatcher(self._libvirtClosed), None)
+        conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         if onDomainChange is not None:
             try:
                 self.domainEventRegisterAny(
@@ -118,7 +128,7 @@ class LibvirtConnection:
         """
 
         def openAndWrap() -> LibvirtConnection:
-            conn = _openURI(uri, readOnly, auth)
+            conn = openURI(uri, readOnly, auth)
             try:
                 return cls(conn, onClose, onDomainChange, reactor)
             except BaseException:
@@ -293,7 +303,7 @@ class LibvirtConnection:
     def _subscribe(self, family: str, obj: Any, eventID: int, cb: Callback, opaque: Any) -> int:
         """Register C{cb}; any thread (a round trip when first of its key)."""
         spec = FAMILIES[family]
-        _checkEventID(family, eventID)
+        checkEventID(family, eventID)
         queue = cb if isinstance(cb, DeferredQueue) else None
         if queue is None and not callable(cb):
             raise TypeError(f"the callback must be a callable or a DeferredQueue, not {cb!r}")
@@ -385,37 +395,15 @@ class LibvirtConnection:
         if not onReactorThread():
             self._reactor.callFromThread(self._deliver, key, args)
             return
-        for subscriber in self._fanOut.subscribersOf(key):
-            item = (self, *args, subscriber.opaque)
-            if subscriber.queue is not None:
-                self._enqueue(subscriber.queue, item)
-                continue
-            assert subscriber.callback is not None
-            try:
-                subscriber.callback(*item)
-            except Exception:
-                self.log.failure("event callback {callback!r} raised", callback=subscriber.callback)
+        self._delivery.deliver(self, key, args)
 
     def _enqueue(self, queue: DeferredQueue[Any], item: object) -> None:
-        """Put C{item} in C{queue} on the next reactor turn, in order."""
-        if not self._queued and not self._holding:
-            self._reactor.callLater(0, self._putQueued)
-        self._queued.append((queue, item))
+        """Put C{item} in C{queue} on the next reactor turn, in order with events."""
+        self._delivery.enqueue(queue, item)
 
     def _release(self, first: list[tuple[DeferredQueue[Any], object]]) -> None:
-        """Start delivering queued items (held since wrapping), C{first} before them."""
-        self._queued[:0] = first
-        self._holding = False
-        if self._queued:
-            self._reactor.callLater(0, self._putQueued)
-
-    def _putQueued(self) -> None:
-        queued, self._queued = self._queued, []
-        for queue, item in queued:
-            try:
-                queue.put(item)
-            except Exception:
-                self.log.failure("could not queue an event for {queue!r}", queue=queue)
+        """Start delivering to queues (held since wrapping), C{first} before the rest."""
+        self._delivery.release(first)
 
     # Closing.
 
@@ -432,7 +420,7 @@ class LibvirtConnection:
             return
         subscribers, entries = self._fanOut.clear(close=True)
         _forget(subscribers)
-        self.log.info("libvirt connection closed: {reason}", reason=_reasonName(reason))
+        self.log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
 
         def deregister() -> None:
             for entry in entries:
@@ -472,46 +460,6 @@ class _WrapperInThread(_calls.InThread):
             method: Callable[..., Deferred[Any]] = getattr(self._target, name)
             return method
         return super().__getattr__(name)
-
-
-class _CloseDispatcher:
-    """The close callback libvirt holds; it refers to the wrapper weakly."""
-
-    def __init__(self, closed: Callable[[int], None]) -> None:
-        self._closed = weakref.WeakMethod(closed)
-
-    def __call__(self, conn: Any, reason: int, opaque: Any) -> None:
-        closed = self._closed()
-        if closed is not None:
-            closed(reason)
-
-
-def _openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConnect:
-    """Open C{uri} as asked: read-only, with credentials, or plainly."""
-    if auth is not None:
-        return libvirt.openAuth(uri, auth, libvirt.VIR_CONNECT_RO if readOnly else 0)
-    if readOnly:
-        return libvirt.openReadOnly(uri)
-    return libvirt.open(uri)
-
-
-def _checkEventID(family: str, eventID: object) -> None:
-    from .events import eventIDs
-
-    if not isinstance(eventID, int) or isinstance(eventID, bool):
-        raise TypeError(f"{family} event id must be an int, not {eventID!r}")
-    known = eventIDs(family)
-    if eventID not in known.values():
-        raise ValueError(
-            f"unknown {family} event id {eventID!r}; this libvirt has"
-            f" {', '.join(f'{n}={i}' for n, i in sorted(known.items(), key=lambda x: x[1]))}"
-        )
-
-
-def _reasonName(reason: int) -> str:
-    from .events import closeEvent
-
-    return str(closeEvent(reason).fields["reason"])
 
 
 def _forget(subscribers: list[Subscriber]) -> None:

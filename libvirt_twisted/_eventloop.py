@@ -18,20 +18,18 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import libvirt
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorFromThreads,
-    IReadDescriptor,
-    IWriteDescriptor,
 )
 from twisted.logger import Logger
-from twisted.python import threadable
 
 from ._fdwatch import ALWAYS, READABLE, WRITABLE, FileWatch, HandleCallback, Watch
+from ._reactor import EventLoopReactor, dropStaleEpollEntry, onReactorThread
 
 TimeoutCallback = Callable[[int, Any], None]
 FreeFunction = Callable[[Any], None]
@@ -39,34 +37,6 @@ FreeFunction = Callable[[Any], None]
 #: Watch and timer ids come from one process-wide counter: positive, never
 #: reused, whatever the number of L{EventLoop} objects.
 _ids = itertools.count(1)
-
-
-class EventLoopReactor(Protocol):
-    """
-    What the event loop needs of a reactor: fd sets and time, and
-    C{callFromThread} (L{IReactorFromThreads}) unless every call comes from
-    the reactor thread, as with a test's fake reactor.
-    """
-
-    def addReader(self, reader: IReadDescriptor) -> None: ...
-    def addWriter(self, writer: IWriteDescriptor) -> None: ...
-    def removeReader(self, reader: IReadDescriptor) -> None: ...
-    def removeWriter(self, writer: IWriteDescriptor) -> None: ...
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
-    ) -> IDelayedCall: ...
-
-
-def onReactorThread() -> bool:
-    """
-    Whether the caller is on the reactor thread.  Before any reactor has run,
-    the main thread counts as the reactor thread: that is where programs set
-    things up before C{reactor.run()}.
-    """
-    ioThread = threadable.ioThread
-    if ioThread is None:
-        return threading.current_thread() is threading.main_thread()
-    return bool(ioThread == threading.get_ident())
 
 
 class Timer:
@@ -370,7 +340,7 @@ class EventLoop:
                 " must stay open until its watch's free callback has run",
                 fd=fileWatch.fd,
             )
-            _dropStaleEpollEntry(self.reactor, fileWatch.fd)
+            dropStaleEpollEntry(self.reactor, fileWatch.fd)
         fileWatch.reading = fileWatch.writing = False
         if self._inReactor.get(fileWatch.fd) is fileWatch:
             del self._inReactor[fileWatch.fd]
@@ -457,18 +427,3 @@ def _checkInt(name: str, value: object, minimum: int | None = None) -> None:
         raise TypeError(f"{name} must be an int, not {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")
-
-
-def _dropStaleEpollEntry(reactor: object, fd: int) -> None:
-    """
-    Twisted's epoll reactor deletes its record of a descriptor before asking
-    the kernel, so a failed removal leaves the fd number marked as watched,
-    which would make it ignore the next descriptor on that number.
-    """
-    for name in ("_reads", "_writes"):
-        fds = getattr(reactor, name, None)
-        if isinstance(fds, set):
-            fds.discard(fd)
-    selectables = getattr(reactor, "_selectables", None)
-    if isinstance(selectables, dict):
-        selectables.pop(fd, None)

@@ -3,8 +3,10 @@ Several subscribers per libvirt event registration.
 
 libvirt accepts one registration per (event id, object) on a connection:
 libvirt-python hands it the same C function for every registration of an
-event id, and libvirt rejects the duplicate.  L{FanOut} registers once per
-key and calls every subscriber of it, each with an id of its own.
+event id, and libvirt rejects the duplicate.  L{FanOut} keeps one entry per
+key, with every subscriber of it, each with an id of its own; L{Dispatcher}
+and L{CloseDispatcher} are what libvirt calls; L{Delivery} hands each event
+to the subscribers, callables at once and queues on the next reactor turn.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import libvirt
+from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from twisted.internet.defer import DeferredQueue
@@ -213,6 +216,57 @@ class FanOut:
             return tuple(entry.subscribers.values()) if entry is not None else ()
 
 
+class Delivery:
+    """
+    Hands a key's events to its subscribers: a callable at once, inside
+    libvirt's dispatch as with libvirt itself; a queue on the next reactor
+    turn, outside it, in order with everything else queued.  Queues can be
+    held (a connection still being set up) until released.
+    """
+
+    log = Logger()
+
+    def __init__(self, fanOut: FanOut, reactor: Any, hold: bool = False) -> None:
+        self._fanOut = fanOut
+        self._reactor = reactor
+        self._holding = hold
+        self._queued: list[tuple[DeferredQueue[Any], object]] = []
+
+    def deliver(self, source: object, key: Key, args: tuple[Any, ...]) -> None:
+        """One event for C{key}'s subscribers, as C{(source, *args, opaque)} (reactor thread)."""
+        for subscriber in self._fanOut.subscribersOf(key):
+            item = (source, *args, subscriber.opaque)
+            if subscriber.queue is not None:
+                self.enqueue(subscriber.queue, item)
+                continue
+            assert subscriber.callback is not None
+            try:
+                subscriber.callback(*item)
+            except Exception:
+                self.log.failure("event callback {callback!r} raised", callback=subscriber.callback)
+
+    def enqueue(self, queue: DeferredQueue[Any], item: object) -> None:
+        """Put C{item} in C{queue} on the next reactor turn, in order."""
+        if not self._queued and not self._holding:
+            self._reactor.callLater(0, self._putQueued)
+        self._queued.append((queue, item))
+
+    def release(self, first: list[tuple[DeferredQueue[Any], object]]) -> None:
+        """Stop holding: deliver C{first}, then what was held."""
+        self._queued[:0] = first
+        self._holding = False
+        if self._queued:
+            self._reactor.callLater(0, self._putQueued)
+
+    def _putQueued(self) -> None:
+        queued, self._queued = self._queued, []
+        for queue, item in queued:
+            try:
+                queue.put(item)
+            except Exception:
+                self.log.failure("could not queue an event for {queue!r}", queue=queue)
+
+
 class Dispatcher:
     """
     The callback libvirt holds for one key.  It refers to the wrapper weakly:
@@ -229,3 +283,15 @@ class Dispatcher:
         if deliver is not None:
             # libvirt passes (connection, object, details..., opaque).
             deliver(self._key, args[:-1])
+
+
+class CloseDispatcher:
+    """The close callback libvirt holds; it refers to the wrapper weakly."""
+
+    def __init__(self, closed: Callable[[int], None]) -> None:
+        self._closed = weakref.WeakMethod(closed)
+
+    def __call__(self, conn: Any, reason: int, opaque: Any) -> None:
+        closed = self._closed()
+        if closed is not None:
+            closed(reason)

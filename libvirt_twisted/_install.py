@@ -11,7 +11,8 @@ import libvirt
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
-from ._eventloop import EventLoop, EventLoopReactor
+from ._eventloop import EventLoop
+from ._reactor import EventLoopReactor
 
 log = Logger()
 

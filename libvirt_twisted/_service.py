@@ -10,9 +10,7 @@ them again, telling observers (and queue subscribers, in-band) of the gap.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -22,7 +20,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
-    DeferredQueue,
     fail,
     succeed,
 )
@@ -31,30 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _calls
-from ._connection import (
-    Callback,
-    ConnectionClosedError,
-    LibvirtConnection,
-    _checkEventID,
-    _openURI,
-    _quietly,
-)
-from ._fanout import FAMILIES
+from ._connection import Callback, LibvirtConnection, _quietly
 from ._install import installed
-from ._queue import EventQueue
 from ._status import ConnectionStatus, State
-from ._uri import checkURI, maskURI, scrubber
-from .events import closeEvent
-
-
-@dataclass(eq=False)
-class _Subscription:
-    family: str
-    eventID: int
-    callback: Callback
-    opaque: Any
-    objectFilter: str | None
-    forget: Callable[[], None] | None = None
+from ._subscriptions import Registered, Subscription, Subscriptions
+from ._uri import checkURI, maskURI, openURI, scrubber
+from .events import closeReasonName
 
 
 class LibvirtService(Service):
@@ -105,9 +84,7 @@ class LibvirtService(Service):
         self._reactor = _calls._resolve(reactor)
         self._clock = clock if clock is not None else self._reactor
         self.connection: LibvirtConnection | None = None
-        self._ids = itertools.count()
-        self._subscriptions: dict[int, _Subscription] = {}
-        self._registered: dict[int, int] = {}
+        self._subscriptions = Subscriptions(self.maskedURI, self._scrub, self._reactor)
         self._observers: list[Callable[[ConnectionStatus], object]] = []
         self._waiters: list[tuple[list[int | None], Deferred[LibvirtConnection]]] = []
         self._generation = 0
@@ -140,41 +117,25 @@ class LibvirtService(Service):
         L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
         L{unsubscribe}.
         """
-        if family not in FAMILIES:
-            raise ValueError(f"unknown event family {family!r}; known: {', '.join(FAMILIES)}")
-        _checkEventID(family, eventID)
-        if not (callable(callback) or isinstance(callback, DeferredQueue)):
-            raise TypeError(f"the callback must be a callable or a DeferredQueue, not {callback!r}")
-        if isinstance(callback, EventQueue) and callback.finished:
-            raise ValueError(f"{callback!r} is finished: it receives no more events")
-        if objectFilter is not None and not isinstance(objectFilter, str):
-            raise TypeError(f"objectFilter is a UUID or name string, not {objectFilter!r}")
-        subscriptionId = next(self._ids)
-        subscription = _Subscription(family, eventID, callback, opaque, objectFilter)
-        self._subscriptions[subscriptionId] = subscription
-        if isinstance(callback, EventQueue):
-            subscription.forget = callback.registered(
-                lambda: self.unsubscribe(subscriptionId, missingOK=True)
+        subscriptionId = self._subscriptions.add(
+            family,
+            eventID,
+            callback,
+            opaque,
+            objectFilter,
+            onFinish=lambda finished: self.unsubscribe(finished, missingOK=True),
+        )
+        connection = self.connection
+        if connection is not None:
+            self._subscriptions.registerLater(
+                connection, subscriptionId, lambda: connection is self.connection
             )
-        if self.connection is not None:
-            self._registerLater(self.connection, subscriptionId)
         return subscriptionId
 
     def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
         """Stop a subscription made with L{subscribe}."""
-        subscription = self._subscriptions.pop(subscriptionId, None)
-        if subscription is None:
-            if missingOK:
-                return
+        if not self._subscriptions.remove(subscriptionId, self.connection) and not missingOK:
             raise ValueError(f"no subscription {subscriptionId!r} on {self!r}")
-        forget, subscription.forget = subscription.forget, None
-        if forget is not None:
-            forget()
-        callbackId = self._registered.pop(subscriptionId, None)
-        if self.connection is not None and callbackId is not None:
-            self.connection._unsubscribe(
-                subscription.family, callbackId, missingOK=True, background=True
-            )
 
     def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
         """Call C{observer} with a L{ConnectionStatus} on every change."""
@@ -221,9 +182,9 @@ class LibvirtService(Service):
         for _, waiter in waiters:
             waiter.errback(CancelledError(f"{self!r} stopped"))
         connection, self.connection = self.connection, None
-        self._registered = {}
+        self._subscriptions.disown()
         status = ConnectionStatus("stopped", self.maskedURI)
-        for queue in self._queues():
+        for queue in self._subscriptions.queues():
             if connection is not None:
                 connection._enqueue(queue, status)
             else:
@@ -252,7 +213,7 @@ class LibvirtService(Service):
     def _connect(self) -> None:
         self._retry = None
         generation = self._generation
-        snapshot = list(self._subscriptions.items())
+        snapshot = self._subscriptions.snapshot()
         attempt = _calls.callInThread(self._reactor, self._attemptInThread, snapshot)
         attempt.addCallback(self._opened, generation, {i for i, _ in snapshot})
         attempt.addErrback(self._failed, generation)
@@ -266,10 +227,10 @@ class LibvirtService(Service):
         attempt.addBoth(over)
 
     def _attemptInThread(
-        self, snapshot: list[tuple[int, _Subscription]]
-    ) -> tuple[LibvirtConnection, dict[int, tuple[str, int]]]:
+        self, snapshot: list[tuple[int, Subscription]]
+    ) -> tuple[LibvirtConnection, Registered]:
         """Open, turn keepalive on, wrap, subscribe: all the round trips."""
-        conn = _openURI(self.uri, self.readOnly, self._auth)
+        conn = openURI(self.uri, self.readOnly, self._auth)
         try:
             if self.keepalive is not None:
                 _setKeepAlive(conn, *self.keepalive)
@@ -280,71 +241,14 @@ class LibvirtService(Service):
             _quietly(conn.close)
             raise
         try:
-            registered = {}
-            for subscriptionId, subscription in snapshot:
-                callbackId = self._registerOne(connection, subscription)
-                if callbackId is not None:
-                    registered[subscriptionId] = (subscription.family, callbackId)
+            return connection, self._subscriptions.registerAll(connection, snapshot)
         except BaseException:
             connection._closeNow()
             raise
-        return connection, registered
-
-    def _registerOne(
-        self, connection: LibvirtConnection, subscription: _Subscription
-    ) -> int | None:
-        """
-        Register one subscription (in a thread); L{None} if it cannot hold
-        on this connection, which the rest of the connection survives.
-        """
-        try:
-            obj = None
-            if subscription.objectFilter is not None:
-                obj = _lookup(connection.virConnect, subscription.family, subscription.objectFilter)
-            return connection._subscribe(
-                subscription.family,
-                obj,
-                subscription.eventID,
-                subscription.callback,
-                subscription.opaque,
-            )
-        except ConnectionClosedError:
-            return None
-        except libvirt.libvirtError as e:
-            if not connection.virConnect.isAlive():
-                raise
-            # One driver lacks some families' events (test:///default has no
-            # secret events), an older daemon some event ids, a filter its
-            # object: the other subscriptions still hold.
-            self.log.info(
-                "{uri}: {family} events cannot be watched here: {error}",
-                uri=self.maskedURI,
-                family=subscription.family,
-                error=self._scrub(str(e)),
-            )
-            return None
-
-    def _registerLater(self, connection: LibvirtConnection, subscriptionId: int) -> None:
-        """Register a subscription made while connected, on the call pool."""
-        subscription = self._subscriptions[subscriptionId]
-        d = _calls.callInThread(self._reactor, self._registerOne, connection, subscription)
-
-        def registered(callbackId: int | None) -> None:
-            if callbackId is None:
-                return
-            if connection is self.connection and subscriptionId in self._subscriptions:
-                self._registered[subscriptionId] = callbackId
-            else:
-                connection._unsubscribe(
-                    subscription.family, callbackId, missingOK=True, background=True
-                )
-
-        d.addCallback(registered)
-        d.addErrback(lambda f: self.log.failure("{uri}: subscribing failed", f, uri=self.maskedURI))
 
     def _opened(
         self,
-        result: tuple[LibvirtConnection, dict[int, tuple[str, int]]],
+        result: tuple[LibvirtConnection, Registered],
         generation: int,
         snapshot: set[int],
     ) -> Deferred[Any] | None:
@@ -354,20 +258,16 @@ class LibvirtService(Service):
         if connection.closeReason is not None or connection._fanOut.closed:
             self._closeLater(connection)
             raise ConnectionError("the connection closed while it was being set up")
-        for subscriptionId, (family, callbackId) in registered.items():
-            if subscriptionId in self._subscriptions:
-                self._registered[subscriptionId] = callbackId
-            else:  # unsubscribed while the attempt went on
-                connection._unsubscribe(family, callbackId, missingOK=True, background=True)
         self.connection = connection
-        for subscriptionId in self._subscriptions.keys() - set(snapshot):
-            self._registerLater(connection, subscriptionId)
+        self._subscriptions.adopt(
+            connection, registered, snapshot, lambda: connection is self.connection
+        )
         state: State = "reconnected" if self._everConnected else "connected"
         self._everConnected = True
         self._failures = 0
         self.log.info("{uri}: {state}", uri=self.maskedURI, state=state)
         status = ConnectionStatus(state, self.maskedURI)
-        connection._release([(queue, status) for queue in self._queues()])
+        connection._release([(queue, status) for queue in self._subscriptions.queues()])
         self._notify(status)
         waiters, self._waiters = self._waiters, []
         for _, waiter in waiters:
@@ -403,15 +303,15 @@ class LibvirtService(Service):
         if connection is not self.connection:
             return
         self.connection = None
-        self._registered = {}
-        name = str(closeEvent(reason).fields["reason"])
+        self._subscriptions.disown()
+        name = closeReasonName(reason)
         self.log.warn("{uri}: disconnected ({reason})", uri=self.maskedURI, reason=name)
         # Release the dead connection's socket now, whoever still holds it.
         self._closeLater(connection)
         if self.running:
             self._retry = self._clock.callLater(self._retryPolicy(0), self._connect)
         status = ConnectionStatus("disconnected", self.maskedURI, name)
-        for queue in self._queues():
+        for queue in self._subscriptions.queues():
             connection._enqueue(queue, status)
         self._notify(status)
 
@@ -425,14 +325,6 @@ class LibvirtService(Service):
             return result
 
         return closing.addBoth(closed)
-
-    def _queues(self) -> list[DeferredQueue[Any]]:
-        """Every queue subscribed, once each."""
-        queues: dict[int, DeferredQueue[Any]] = {}
-        for subscription in self._subscriptions.values():
-            if isinstance(subscription.callback, DeferredQueue):
-                queues[id(subscription.callback)] = subscription.callback
-        return list(queues.values())
 
     def _notify(self, status: ConnectionStatus) -> None:
         for observer in list(self._observers):
@@ -463,17 +355,6 @@ def _setKeepAlive(conn: libvirt.virConnect, interval: int, count: int) -> None:
     except libvirt.libvirtError as e:
         if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
             raise
-
-
-def _lookup(conn: libvirt.virConnect, family: str, key: str) -> Any:
-    lookups = {
-        "domain": conn.lookupByUUIDString,
-        "network": conn.networkLookupByUUIDString,
-        "storage_pool": conn.storagePoolLookupByUUIDString,
-        "node_device": conn.nodeDeviceLookupByName,
-        "secret": conn.secretLookupByUUIDString,
-    }
-    return lookups[family](key)
 
 
 def _scrubFailure(failure: Failure, scrub: Callable[[str], str]) -> None:

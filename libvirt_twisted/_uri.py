@@ -1,12 +1,16 @@
 """
-libvirt URIs: checking them early and never printing their passwords.
+libvirt URIs: checking them early, opening them, and never printing their
+passwords.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
+
+import libvirt
 
 
 def _userinfo(uri: str) -> tuple[int, int] | None:
@@ -72,3 +76,12 @@ def checkURI(uri: object) -> str:
     if not uri[len(parts.scheme) + 1 :].startswith("//"):
         raise ValueError(f"malformed libvirt URI {shown!r}: expected {parts.scheme}://...")
     return uri
+
+
+def openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConnect:
+    """Open C{uri} as asked: read-only, with credentials, or plainly."""
+    if auth is not None:
+        return libvirt.openAuth(uri, auth, libvirt.VIR_CONNECT_RO if readOnly else 0)
+    if readOnly:
+        return libvirt.openReadOnly(uri)
+    return libvirt.open(uri)

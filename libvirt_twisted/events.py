@@ -40,7 +40,9 @@ __all__ = [
     "FAMILIES",
     "Event",
     "allKinds",
+    "checkEventID",
     "closeEvent",
+    "closeReasonName",
     "codeName",
     "decode",
     "domainState",
@@ -185,6 +187,26 @@ def _domainStates() -> dict[int, str]:
         if match and match[1] != "NONE":
             states[value] = match[1]
     return states
+
+
+def checkEventID(family: str, eventID: object) -> None:
+    """
+    Raise, naming the problem, unless C{eventID} is one of C{family}'s event
+    ids in the installed libvirt.
+    """
+    if not isinstance(eventID, int) or isinstance(eventID, bool):
+        raise TypeError(f"{family} event id must be an int, not {eventID!r}")
+    known = eventIDs(family)
+    if eventID not in known.values():
+        raise ValueError(
+            f"unknown {family} event id {eventID!r}; this libvirt has"
+            f" {', '.join(f'{n}={i}' for n, i in sorted(known.items(), key=lambda x: x[1]))}"
+        )
+
+
+def closeReasonName(reason: int) -> str:
+    """A close reason's name: C{EOF}, C{KEEPALIVE}..."""
+    return str(closeEvent(reason).fields["reason"])
 
 
 def closeEvent(reason: int) -> Event:
