@@ -37,7 +37,8 @@ STOP_WAIT = 2.0
 class CallPool:
     """
     At most C{maxThreads} threads running libvirt calls, created as work
-    comes and kept while they have some.  Results return through
+    comes and kept, idle, until the reactor stops; lowering C{maxThreads}
+    retires the extra ones as they finish a call.  Results return through
     C{callFromThread}.
     """
 
@@ -103,6 +104,10 @@ class CallPool:
             else:
                 self._reactor.callFromThread(d.callback, result)
             del d, function, args, kwargs, item
+            with self._lock:
+                if len(self._threads) > self.maxThreads:
+                    self._threads.remove(threading.current_thread())
+                    return
         with self._lock:
             self._threads.remove(threading.current_thread())
 

@@ -5,7 +5,6 @@ LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from ._fanout import (
     Key,
     Subscriber,
 )
+from ._inflight import InFlight
 from ._install import installed
 from ._queue import EventQueue
 from ._reactor import onReactorThread
@@ -96,8 +96,7 @@ class LibvirtConnection:
         self._onClose = onClose
         self._userClose: tuple[Callable[..., object], Any] | None = None
         self._fanOut = FanOut()
-        self._inflight = threading.Condition()
-        self._registering = 0
+        self._inFlight = InFlight()
         self._delivery = Delivery(self._fanOut, self._reactor, hold=_holdQueues)
         self._waiters: list[Deferred[int]] = []
         self._closeWaiters: list[Deferred[int]] | None = None
@@ -194,10 +193,15 @@ class LibvirtConnection:
 
     def deregisterCallbacks(self) -> None:
         """Deregister everything registered through the *EventRegisterAny methods."""
-        subscribers, entries = self._fanOut.clear()
-        _forget(subscribers)
-        for entry in entries:
-            self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+        if not self._inFlight.enter():
+            return  # closing, which deregisters everything
+        try:
+            subscribers, entries = self._fanOut.clear()
+            _forget(subscribers)
+            for entry in entries:
+                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+        finally:
+            self._inFlight.leave()
 
     def domainEventRegister(self, *args: object) -> None:
         raise NotImplementedError(
@@ -290,9 +294,7 @@ class LibvirtConnection:
         if entries is None:
             subscribers, entries = self._fanOut.clear(close=True)
             _forget(subscribers)
-        with self._inflight:
-            while self._registering:
-                self._inflight.wait()
+        self._inFlight.close()
         for entry in entries:
             self._libvirtDeregister(entry, quiet=True)
         _quietly(self.virConnect.unregisterCloseCallback)
@@ -313,12 +315,19 @@ class LibvirtConnection:
             raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
         key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
         callback = None if isinstance(cb, DeferredQueue) else cb
+        if not self._inFlight.enter():
+            raise ConnectionClosedError(f"cannot register on {self!r}: it is closed")
         try:
-            subscriber, fresh = self._fanOut.add(key, callback, queue, opaque)
-        except FanOutClosed:
-            raise ConnectionClosedError(f"cannot register on {self!r}: it is closed") from None
-        if fresh is not None:
-            self._register(fresh, obj, eventID)
+            try:
+                subscriber, entry, fresh = self._fanOut.add(key, callback, queue, opaque)
+            except FanOutClosed:
+                raise ConnectionClosedError(f"cannot register on {self!r}: it is closed") from None
+            if fresh:
+                self._register(entry, obj, eventID)
+            else:
+                self._joined(entry, subscriber)
+        finally:
+            self._inFlight.leave()
         subscriberId = subscriber.id
         if isinstance(queue, EventQueue):
             subscriber.forget = queue.registered(
@@ -330,28 +339,32 @@ class LibvirtConnection:
 
     def _register(self, entry: Entry, obj: Any, eventID: int) -> None:
         """
-        The libvirt half of a first subscription, no lock held.  Closing
-        waits for it (L{_closeNow}): the virConnect must not close under it.
+        The libvirt half of a first subscription, no lock held, counted in
+        flight: the virConnect must not close under it.
         """
         register = getattr(self.virConnect, FAMILIES[entry.key[0]].register)
-        with self._inflight:
-            self._registering += 1
         try:
-            try:
-                libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
-            except BaseException:
-                _forget(self._fanOut.abandon(entry))
-                raise
-            if not self._fanOut.registered(entry, libvirtId):
-                # Closed, or left by its subscribers, while libvirt registered it.
-                entry.libvirtId = libvirtId
-                self._libvirtDeregister(entry, quiet=True)
-                if self._fanOut.closed:
-                    raise ConnectionClosedError(f"{self!r} closed while registering")
-        finally:
-            with self._inflight:
-                self._registering -= 1
-                self._inflight.notify_all()
+            libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
+        except BaseException as e:
+            _forget(self._fanOut.abandon(entry, e))
+            raise
+        if not self._fanOut.registered(entry, libvirtId):
+            # Closed, or left by its subscribers, while libvirt registered it.
+            entry.libvirtId = libvirtId
+            self._libvirtDeregister(entry, quiet=True)
+            if self._fanOut.closed:
+                raise ConnectionClosedError(f"{self!r} closed while registering")
+
+    def _joined(self, entry: Entry, subscriber: Subscriber) -> None:
+        """
+        A subscriber joined a registration that may still be under way in
+        another thread: it holds once that one does, and fails as it fails.
+        """
+        entry.settled.wait()
+        if entry.error is not None:
+            raise _again(entry.error)
+        if self._fanOut.closed and not self._fanOut.tracks(subscriber.id):
+            raise ConnectionClosedError(f"{self!r} closed while registering")
 
     def _unsubscribe(
         self, family: str, callbackID: int, missingOK: bool = False, background: bool = False
@@ -360,9 +373,14 @@ class LibvirtConnection:
         Forget a subscriber; deregister from libvirt if it was the last of
         its key, here or (C{background}) on the call pool.
         """
+        # Once closing has begun the fan-out is empty, and closing frees
+        # whatever libvirt still holds.
+        entered = self._inFlight.enter()
+        leave = self._inFlight.leaveOnce() if entered else _nothing
         try:
             subscriber, entry = self._fanOut.remove(callbackID, family)
         except KeyError:
+            leave()
             if missingOK:
                 return
             raise UnknownCallbackError(
@@ -370,12 +388,37 @@ class LibvirtConnection:
             ) from None
         _forget([subscriber])
         if entry is None or entry.libvirtId is None:
-            return
-        if background:
-            d = _calls.callInThread(self._reactor, self._libvirtDeregister, entry, True)
-            d.addErrback(lambda f: self.log.failure("deregistering failed", f))
+            leave()
+        elif background:
+            self._inBackground("deregistering", [entry], leave)
         else:
-            self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+            try:
+                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+            finally:
+                leave()
+
+    def _inBackground(
+        self, what: str, entries: list[Entry], leave: Callable[[], None], last: bool = False
+    ) -> Deferred[None]:
+        """
+        Deregister C{entries} (and with C{last} the close callback) on the
+        call pool, then C{leave}: closing waits for that.
+        """
+
+        def deregister() -> None:
+            try:
+                for entry in entries:
+                    self._libvirtDeregister(entry, quiet=True)
+                if last:
+                    _quietly(self.virConnect.unregisterCloseCallback)
+            finally:
+                leave()
+
+        def failed(failure: Any) -> None:
+            leave()
+            self.log.failure("{what} on {conn!r} failed", failure, what=what, conn=self)
+
+        return _calls.callInThread(self._reactor, deregister).addErrback(failed)
 
     def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
         if entry.libvirtId is None:
@@ -421,14 +464,9 @@ class LibvirtConnection:
         subscribers, entries = self._fanOut.clear(close=True)
         _forget(subscribers)
         self.log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
-
-        def deregister() -> None:
-            for entry in entries:
-                self._libvirtDeregister(entry, quiet=True)
-            _quietly(self.virConnect.unregisterCloseCallback)
-
-        done = _calls.callInThread(self._reactor, deregister)
-        done.addErrback(lambda f: self.log.failure("tearing down {conn!r} failed", f, conn=self))
+        if not self._inFlight.enter():
+            return  # closing has begun, and tears it all down
+        done = self._inBackground("tearing down", entries, self._inFlight.leaveOnce(), last=True)
         done.addCallback(lambda _: self._finish(reason))
 
     def _finish(self, reason: int) -> None:
@@ -475,6 +513,24 @@ def _safely(function: Callable[..., object], *args: Any) -> None:
         function(*args)
     except Exception:
         LibvirtConnection.log.failure("close callback {callback!r} raised", callback=function)
+
+
+def _again(error: BaseException) -> BaseException:
+    """
+    The error of a registration, to raise in a subscriber that joined it:
+    a copy, since the registrant's thread raises the original.
+    """
+    if isinstance(error, libvirt.libvirtError):
+        copy = libvirt.libvirtError(str(error))
+        copy.args, copy.err = error.args, error.err
+        return copy
+    again = RuntimeError(f"the registration this subscriber joined failed: {error!r}")
+    again.__cause__ = error
+    return again
+
+
+def _nothing() -> None:
+    pass
 
 
 def _quietly(function: Callable[[], object]) -> None:

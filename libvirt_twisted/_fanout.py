@@ -95,11 +95,17 @@ class Subscriber:
 
 @dataclass(eq=False)
 class Entry:
-    """One registration with libvirt, shared by its subscribers."""
+    """
+    One registration with libvirt, shared by its subscribers.  C{settled}
+    is set once libvirt has answered its registration: with C{libvirtId},
+    or with C{error}, which every subscriber that joined meanwhile gets too.
+    """
 
     key: Key
     libvirtId: int | None = None
     subscribers: dict[int, Subscriber] = field(default_factory=dict)
+    settled: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 class FanOutClosed(Exception):
@@ -125,11 +131,12 @@ class FanOut:
 
     def add(
         self, key: Key, callback: Callable[..., object] | None, queue: Any, opaque: Any
-    ) -> tuple[Subscriber, Entry | None]:
+    ) -> tuple[Subscriber, Entry, bool]:
         """
-        Record a subscriber; also return its entry if it is the first of its
-        key, in which case the caller must register with libvirt and then
-        call L{registered}.
+        Record a subscriber; return it, its entry, and whether it is the
+        first of its key, in which case the caller must register with
+        libvirt and then call L{registered} or L{abandon}.  A later
+        subscriber waits for C{entry.settled} before counting on it.
 
         @raise FanOutClosed: the connection closed.
         """
@@ -143,7 +150,7 @@ class FanOut:
                 entry = self._entries[key] = Entry(key)
             entry.subscribers[subscriber.id] = subscriber
             self._subscribers[subscriber.id] = subscriber
-        return subscriber, entry if fresh else None
+        return subscriber, entry, fresh
 
     def registered(self, entry: Entry, libvirtId: int) -> bool:
         """
@@ -152,19 +159,26 @@ class FanOut:
         caller must deregister C{libvirtId} itself.
         """
         with self._lock:
-            if self._entries.get(entry.key) is not entry:
-                return False
-            entry.libvirtId = libvirtId
-            return True
+            live = self._entries.get(entry.key) is entry
+            if live:
+                entry.libvirtId = libvirtId
+        entry.settled.set()
+        return live
 
-    def abandon(self, entry: Entry) -> list[Subscriber]:
-        """libvirt refused C{entry}'s registration: forget it and its subscribers."""
+    def abandon(self, entry: Entry, error: BaseException) -> list[Subscriber]:
+        """
+        libvirt refused C{entry}'s registration with C{error}: forget the
+        entry and its subscribers, each of which gets the error.
+        """
         with self._lock:
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
             for subscriberId in entry.subscribers:
                 self._subscribers.pop(subscriberId, None)
-            return list(entry.subscribers.values())
+            subscribers = list(entry.subscribers.values())
+        entry.error = error
+        entry.settled.set()
+        return subscribers
 
     def remove(
         self, subscriberId: int, family: str | None = None

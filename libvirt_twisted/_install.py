@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from ._eventloop import EventLoop
 from ._reactor import EventLoopReactor
+from ._uri import maskPasswords
 
 log = Logger()
 
@@ -102,7 +103,9 @@ def _refuseForeignLoop() -> None:
 
 def _logLibvirtError(context: Any, error: Any) -> None:
     """libvirt's error report, logged; the caller gets it as an exception."""
-    log.debug("libvirt: {message}", message=error[2], code=error[0], domain=error[1])
+    # Not "message": legacy log observers overwrite that key.
+    text = maskPasswords(error[2]) if isinstance(error[2], str) else error[2]
+    log.debug("libvirt: {text}", text=text, code=error[0], domain=error[1])
 
 
 def _never(timer: int, opaque: Any) -> None:

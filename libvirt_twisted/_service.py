@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from . import _calls
 from ._connection import Callback, LibvirtConnection, _quietly
+from ._fanout import Delivery
 from ._install import installed
 from ._status import ConnectionStatus, State
 from ._subscriptions import Registered, Subscription, Subscriptions
@@ -48,6 +49,9 @@ class LibvirtService(Service):
         skipped where the driver has no keepalive.
     @param retryPolicy: seconds to wait after C{n} failed attempts, like
         C{ClientService}'s; Twisted's C{backoffPolicy()} by default.
+    @param stopTimeout: how long L{stopService} waits for a connection
+        attempt under way (a frozen daemon can hold one forever) before it
+        leaves that attempt to close its connection whenever it ends.
     @param reactor: runs the libvirt calls' threads; also the clock unless
         C{clock} is given.
     """
@@ -61,6 +65,7 @@ class LibvirtService(Service):
         auth: list[Any] | None = None,
         keepalive: tuple[int, int] | None = (5, 3),
         retryPolicy: Callable[[int], float] | None = None,
+        stopTimeout: float = 3.0,
         reactor: Any = None,
         clock: Any = None,
     ) -> None:
@@ -70,6 +75,10 @@ class LibvirtService(Service):
         _checkKeepalive(keepalive)
         if retryPolicy is not None and not callable(retryPolicy):
             raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
+        if not isinstance(stopTimeout, (int, float)) or isinstance(stopTimeout, bool):
+            raise TypeError(f"stopTimeout must be a number of seconds, not {stopTimeout!r}")
+        if not stopTimeout >= 0:
+            raise ValueError(f"stopTimeout must be at least 0 seconds, not {stopTimeout!r}")
         if auth is not None and not (
             isinstance(auth, (list, tuple)) and len(auth) == 3 and callable(auth[1])
         ):
@@ -81,6 +90,7 @@ class LibvirtService(Service):
         self.keepalive = keepalive
         self._auth = auth
         self._retryPolicy = retryPolicy or backoffPolicy()
+        self._stopTimeout = float(stopTimeout)
         self._reactor = _calls._resolve(reactor)
         self._clock = clock if clock is not None else self._reactor
         self.connection: LibvirtConnection | None = None
@@ -93,6 +103,9 @@ class LibvirtService(Service):
         self._attempt: Deferred[Any] | None = None
         self._retry: IDelayedCall | None = None
         self._closings: list[Deferred[Any]] = []
+        # The latest connection's delivery: markers for queues go through
+        # it, so that they follow the events and markers it still holds.
+        self._delivery: Delivery | None = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connection else "running" if self.running else "stopped"
@@ -185,15 +198,14 @@ class LibvirtService(Service):
         self._subscriptions.disown()
         status = ConnectionStatus("stopped", self.maskedURI)
         for queue in self._subscriptions.queues():
-            if connection is not None:
-                connection._enqueue(queue, status)
+            if self._delivery is not None:
+                self._delivery.enqueue(queue, status)
             else:
                 queue.put(status)
         if connection is not None:
             self._closeLater(connection)
         self.log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
         self._notify(status)
-        attempt = self._attempt if self._attempt is not None else succeed(None)
         stopped: Deferred[None] = Deferred()
 
         def waitForCloses(_: object) -> Deferred[Any]:
@@ -205,8 +217,38 @@ class LibvirtService(Service):
             self.log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
             stopped.callback(None)
 
-        attempt.addBoth(waitForCloses).addBoth(done)
+        self._attemptOver().addBoth(waitForCloses).addBoth(done)
         return stopped
+
+    def _attemptOver(self) -> Deferred[None]:
+        """
+        Fires once the connection attempt under way, if any, is over, or
+        after C{stopTimeout}: then the attempt closes its connection itself
+        whenever it ends, since its generation is past.
+        """
+        attempt = self._attempt
+        if attempt is None:
+            return succeed(None)
+        over: Deferred[None] = Deferred()
+
+        def giveUp() -> None:
+            self.log.warn(
+                "{uri}: a connection attempt is still under way after {timeout}s;"
+                " stopping without it",
+                uri=self.maskedURI,
+                timeout=self._stopTimeout,
+            )
+            over.callback(None)
+
+        timer = self._clock.callLater(self._stopTimeout, giveUp)
+
+        def ended(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+                over.callback(None)
+
+        attempt.addBoth(ended)
+        return over
 
     # Connecting, off the reactor thread.
 
@@ -259,6 +301,7 @@ class LibvirtService(Service):
             self._closeLater(connection)
             raise ConnectionError("the connection closed while it was being set up")
         self.connection = connection
+        self._delivery = connection._delivery
         self._subscriptions.adopt(
             connection, registered, snapshot, lambda: connection is self.connection
         )

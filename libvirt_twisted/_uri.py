@@ -42,6 +42,18 @@ def maskURI(uri: str) -> str:
     return uri[: where[0]] + "***" + uri[where[1] :]
 
 
+#: C{scheme://user:password@} anywhere in a text.
+_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s@]*@", re.IGNORECASE)
+
+
+def maskPasswords(text: str) -> str:
+    """
+    C{text} with the password of any URI in it replaced by ***: for
+    messages (libvirt's own errors) that may quote a URI nobody told us of.
+    """
+    return _PASSWORD.sub(r"\1***@", text)
+
+
 def scrubber(uri: str) -> Callable[[str], str]:
     """
     A function that hides C{uri}'s password in any text, such as a libvirt

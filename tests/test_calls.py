@@ -9,13 +9,15 @@ import threading
 from typing import Any
 
 import libvirt
+from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventQueue, LibvirtConnection, callInThread, inThread
+from libvirt_twisted._calls import CallPool
 
-from ._harness import startDaemon, testDomainXML
+from ._harness import PATIENCE, startDaemon, testDomainXML, until
 
 LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 
@@ -51,6 +53,23 @@ class CallPoolTests(TestCase):
         with self.assertRaises(TypeError) as raised:
             inThread(conn)._o  # noqa: B018
         self.assertIn("is not a method", str(raised.exception))
+
+    async def test_poolGrowsToItsBoundAndShrinksWithIt(self) -> None:
+        pool = CallPool(reactor, maxThreads=3)
+        self.addCleanup(pool.stop)
+        together = threading.Barrier(3)
+        # Three calls that can only finish together: three threads.
+        results = await gatherResults([pool.call(together.wait, PATIENCE) for _ in range(3)])
+        self.assertEqual(sorted(results), [0, 1, 2])
+        self.assertEqual(len(pool._threads), 3)
+        # A fourth call at once reuses an idle thread.
+        self.assertEqual(await pool.call(lambda: 4), 4)
+        self.assertEqual(len(pool._threads), 3)
+        # A lower bound retires threads as they finish their calls.
+        pool.maxThreads = 1
+        for n in range(3):
+            self.assertEqual(await pool.call(lambda n=n: n), n)
+        await until(lambda: len(pool._threads) == 1)
 
     async def test_concurrentCallsWhileEventsFlow(self) -> None:
         daemon = startDaemon(self)

@@ -293,6 +293,79 @@ class ConcurrencyTests(ConnectionTestCase):
         await LOOP.drain()
         self.assertEqual(LOOP.counts(), baseline)
 
+    async def test_closeWaitsForABackgroundDeregistration(self) -> None:
+        daemon = startDaemon(self)
+        await LOOP.drain()
+        baseline = LOOP.counts()
+        conn = libvirt.open(daemon.testURI)
+        queue: EventQueue[Any] = EventQueue()
+        connection = LibvirtConnection(conn, onDomainChange=queue)
+        started = threading.Event()
+        proceed = threading.Event()
+        outcomes: list[object] = []
+        realDeregister = conn.domainEventDeregisterAny
+
+        def slowly(callbackId: int) -> None:
+            started.set()
+            proceed.wait(PATIENCE)
+            try:
+                realDeregister(callbackId)
+            except libvirt.libvirtError as e:
+                outcomes.append(e)
+            else:
+                outcomes.append("deregistered")
+
+        conn.domainEventDeregisterAny = slowly  # type: ignore[method-assign,assignment]
+        # finish() deregisters on the call pool; close() comes meanwhile...
+        queue.finish()
+        await until(started.is_set)
+        closing = connection.close()
+        await until(lambda: connection._inFlight.closing)
+        proceed.set()
+        # ...and closes the virConnect only once the deregistration is over.
+        self.assertEqual(await closing, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
+        self.assertEqual(outcomes, ["deregistered"])
+        del conn.domainEventDeregisterAny
+        await LOOP.drain()
+        self.assertEqual(LOOP.counts(), baseline)
+
+    async def test_subscribersJoiningARegistrationShareItsFailure(self) -> None:
+        daemon = startDaemon(self)
+        connection = LibvirtConnection(libvirt.open(daemon.testURI))
+        self.addCleanup(connection.close)
+        daemon.pause()
+        # The first registration of a key is a round trip that hangs; the
+        # second joins it, and holds or fails with it.
+        first = connection.inThread.domainEventRegisterAny(None, REBOOT, Recorder())
+        second = connection.inThread.domainEventRegisterAny(None, REBOOT, Recorder())
+        await until(lambda: len(connection.tracked()) == 2)
+        daemon.kill()
+        for registration in (first, second):
+            with self.assertRaises(libvirt.libvirtError):
+                await registration
+        self.assertEqual(connection.tracked(), [])
+
+    async def test_subscribersJoiningARegistrationHoldWhenItDoes(self) -> None:
+        daemon = startDaemon(self)
+        connection = LibvirtConnection(libvirt.open(daemon.testURI))
+        self.addCleanup(connection.close)
+        recorders = [Recorder(), Recorder()]
+        daemon.pause()
+        registrations = [
+            connection.inThread.domainEventRegisterAny(None, LIFECYCLE, recorder)
+            for recorder in recorders
+        ]
+        await until(lambda: len(connection.tracked()) == 2)
+        daemon.resume()
+        ids = [await registration for registration in registrations]
+        self.assertEqual(
+            connection.tracked(), [("domain", LIFECYCLE, ids[0]), ("domain", LIFECYCLE, ids[1])]
+        )
+        self.churn(daemon.testURI, "joined")
+        for recorder in recorders:
+            calls = await recorder.when(lambda calls: len(calls) == 2)
+            self.assertEqual([call[2] for call in calls], [STARTED, STOPPED])
+
     def test_libvirtErrorIsNotMaskedWhenTheConnectionGoesMeanwhile(self) -> None:
         conn = libvirt.open("test:///default")
         connection = LibvirtConnection(conn)

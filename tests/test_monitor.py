@@ -97,6 +97,20 @@ class MonitorProcessTests(TestCase):
         self.assertNotIn("connection.connected", monitor.kinds(dead))
         self.assertEqual(await monitor.terminate(), 0)
 
+    async def test_sigtermWhileAHostIsFrozen(self) -> None:
+        daemon = startDaemon(self)
+        daemon.pause()
+        self.addCleanup(daemon.resume)
+        monitor = self.spawn(
+            "--uri", daemon.testURI, "--uri", "test:///default", "--format", "json"
+        )
+        await monitor.when(has("inventory", uri="test:///default"))
+        # The frozen host's connection attempt never ends; stopping does.
+        self.assertEqual(await monitor.terminate(), 0)
+        self.assertEqual(monitor.kinds()[-1], "connection.stopped")
+        with open(self.logfile) as f:
+            self.assertIn("still under way", f.read())
+
     async def test_passwordsNeverPrinted(self) -> None:
         uri = "test+unix://admin:s3cret@localhost/default?socket=/nonexistent/libvirt-sock"
         monitor = self.spawn("--uri", uri, "--format", "json", "--retry-initial", "0.1")

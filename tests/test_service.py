@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 import libvirt
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -198,6 +198,49 @@ class DaemonServiceTests(ServiceTestCase):
         self.assertEqual(states(statuses), ["stopped"])
         self.assertIsNone(service.connection)
 
+    async def test_stopGivesUpOnAnAttemptThatHangs(self) -> None:
+        daemon = startDaemon(self)
+        await LOOP.drain()
+        baseline = LOOP.counts()
+        logged = logMessages(self)
+        daemon.pause()
+        self.addCleanup(daemon.resume)
+        clock = Clock()
+        service, statuses = self.service(daemon.testURI, clock=clock, stopTimeout=2)
+        service.startService()
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        # A frozen daemon holds the open forever: stopping waits stopTimeout.
+        clock.advance(2)
+        await stopped
+        self.assertEqual(states(statuses), ["stopped"])
+        self.assertTrue(any("still under way after 2.0s" in line for line in logged))
+        # The attempt, once it ends, closes what it opened.
+        daemon.resume()
+        await until(lambda: service._attempt is None and not service._closings)
+        await LOOP.drain()
+        self.assertEqual(LOOP.counts(), baseline)
+
+    async def test_stoppedFollowsTheLastConnectionsMarkers(self) -> None:
+        daemon = startDaemon(self)
+        service, _ = self.service(daemon.testURI, keepalive=(1, 2))
+        queue: EventQueue[Any] = EventQueue()
+        service.subscribe("domain", LIFECYCLE, queue)
+        stopping: list[Deferred[None]] = []
+
+        def giveUp(status: ConnectionStatus) -> None:
+            if status.state == "disconnected":
+                stopping.append(service.stopService())
+
+        service.addObserver(giveUp)
+        service.startService()
+        await service.whenConnected()
+        daemon.kill()
+        await until(lambda: stopping)
+        await stopping[0]
+        markers = [(await queue.get()).state for _ in range(3)]
+        self.assertEqual(markers, ["connected", "disconnected", "stopped"])
+
     async def test_unreachableRetriesThenFailsAfterFailures(self) -> None:
         service, statuses = self.service("test+unix:///default?socket=/nonexistent/sock")
         service.startService()
@@ -214,8 +257,16 @@ class DaemonServiceTests(ServiceTestCase):
         service.startService()
         await statuses.called(2)
         await service.stopService()
+        # libvirt's own error quotes a URI that it cannot parse.
+        unparsable, _ = self.service(uri + "&oops=%")
+        unparsable.startService()
+        with self.assertRaises(libvirt.libvirtError):
+            await unparsable.whenConnected(failAfterFailures=1)
+        await unparsable.stopService()
         text = "\n".join(logged + [repr(call) for call in statuses.calls])
         self.assertIn("admin:***@localhost", text)
+        # libvirt's report goes to the log too, masked.
+        self.assertIn("libvirt: internal error: Unable to parse URI test+unix://admin:***@", text)
         self.assertNotIn("s3cret", text)
 
 
@@ -271,6 +322,9 @@ class ServiceArgumentTests(SynchronousTestCase):
         self.assertRaises(ValueError, LibvirtService, "test:///default", keepalive=(0, 3))
         self.assertRaises(ValueError, LibvirtService, "test:///default", keepalive=(5, -1))
         self.assertRaises(TypeError, LibvirtService, "test:///default", keepalive=(5.0, 3))
+        self.assertRaises(ValueError, LibvirtService, "test:///default", stopTimeout=-1)
+        self.assertRaises(ValueError, LibvirtService, "test:///default", stopTimeout=float("nan"))
+        self.assertRaises(TypeError, LibvirtService, "test:///default", stopTimeout="3")
         service = LibvirtService("test:///default")
         self.assertRaises(ValueError, service.subscribe, "vm", LIFECYCLE, print)
         self.assertRaises(ValueError, service.subscribe, "domain", 4242, print)
