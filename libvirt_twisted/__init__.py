@@ -9,15 +9,17 @@ Deferreds and queues; L{LibvirtService} keeps one open across failures.
 
 from . import events
 from ._calls import InThread, callInThread, inThread, setThreadPoolSize
-from ._connection import LibvirtConnection, UnknownCallbackError
+from ._connection import LibvirtConnection
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, install, installed
 from ._queue import EventQueue, EventQueueFinished
+from ._registrations import ConnectionClosedError, UnknownCallbackError
 from ._service import LibvirtService
 from ._status import ConnectionStatus
 from ._uri import maskURI
 
 __all__ = [
+    "ConnectionClosedError",
     "ConnectionStatus",
     "EventLoop",
     "EventLoopInstallError",

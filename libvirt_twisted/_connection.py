@@ -1,10 +1,13 @@
 """
 LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
+
+Its event registrations are in C{_registrations.py}; this module holds the
+rest: wrapping, forwarding, delivery to subscribers, the close callback, and
+the teardown when the connection closes.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,38 +16,18 @@ from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.logger import Logger
 
 from . import _calls
-from ._fanout import (
-    FAMILIES,
-    CloseDispatcher,
-    Delivery,
-    Dispatcher,
-    Entry,
-    FanOut,
-    FanOutClosed,
-    Key,
-    Subscriber,
-)
+from ._fanout import CloseDispatcher, Delivery, Entry, FanOut, Key
 from ._inflight import InFlight
 from ._install import installed
-from ._queue import EventQueue
 from ._reactor import onReactorThread
+from ._registrations import Callback, Registrations, _forget, _quietly
 from ._uri import openURI
-from .events import checkEventID, closeReasonName
+from .events import closeReasonName
 
 CLOSE_REASON_CLIENT: int = libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT
 
-Callback = Callable[..., object] | DeferredQueue[Any]
 
-
-class UnknownCallbackError(ValueError):
-    """No registration of that kind with that id on this connection."""
-
-
-class ConnectionClosedError(RuntimeError):
-    """The connection is closed: nothing can be registered on it any more."""
-
-
-class LibvirtConnection:
+class LibvirtConnection(Registrations):
     """
     Wraps an open C{libvirt.virConnect} (opened after L{install}): callbacks
     become Deferreds and queues, every event registration made through it is
@@ -143,79 +126,6 @@ class LibvirtConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.virConnect, name)
 
-    # Tracked registration, with virConnect's names and signatures.  Each
-    # returns an id of this wrapper's (several subscribers may share one
-    # libvirt registration), for the matching *EventDeregisterAny.
-
-    def domainEventRegisterAny(
-        self, dom: libvirt.virDomain | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("domain", dom, eventID, cb, opaque)
-
-    def networkEventRegisterAny(
-        self, net: libvirt.virNetwork | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("network", net, eventID, cb, opaque)
-
-    def storagePoolEventRegisterAny(
-        self, pool: libvirt.virStoragePool | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("storage_pool", pool, eventID, cb, opaque)
-
-    def nodeDeviceEventRegisterAny(
-        self, dev: libvirt.virNodeDevice | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("node_device", dev, eventID, cb, opaque)
-
-    def secretEventRegisterAny(
-        self, secret: libvirt.virSecret | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("secret", secret, eventID, cb, opaque)
-
-    def domainEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("domain", callbackID)
-
-    def networkEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("network", callbackID)
-
-    def storagePoolEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("storage_pool", callbackID)
-
-    def nodeDeviceEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("node_device", callbackID)
-
-    def secretEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("secret", callbackID)
-
-    def tracked(self) -> list[tuple[str, int, int]]:
-        """Every live registration made through the wrapper: (family, event id, id)."""
-        return self._fanOut.tracked()
-
-    def deregisterCallbacks(self) -> None:
-        """Deregister everything registered through the *EventRegisterAny methods."""
-        if not self._inFlight.enter():
-            return  # closing, which deregisters everything
-        try:
-            subscribers, entries = self._fanOut.clear()
-            _forget(subscribers)
-            for entry in entries:
-                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
-        finally:
-            self._inFlight.leave()
-
-    def domainEventRegister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventRegister():"
-            " pass onDomainChange to receive lifecycle events, or use"
-            " domainEventRegisterAny()"
-        )
-
-    def domainEventDeregister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventDeregister():"
-            " lifecycle callbacks come through onDomainChange"
-        )
-
     def registerCloseCallback(self, cb: Callable[..., object], opaque: Any = None) -> int:
         """
         Like virConnect's: one close callback, called C{(connection, reason,
@@ -300,137 +210,6 @@ class LibvirtConnection:
         _quietly(self.virConnect.unregisterCloseCallback)
         _quietly(self.virConnect.close)
 
-    # Registration internals.
-
-    def _subscribe(self, family: str, obj: Any, eventID: int, cb: Callback, opaque: Any) -> int:
-        """Register C{cb}; any thread (a round trip when first of its key)."""
-        spec = FAMILIES[family]
-        checkEventID(family, eventID)
-        queue = cb if isinstance(cb, DeferredQueue) else None
-        if queue is None and not callable(cb):
-            raise TypeError(f"the callback must be a callable or a DeferredQueue, not {cb!r}")
-        if isinstance(queue, EventQueue) and queue.finished:
-            raise ValueError(f"{queue!r} is finished: it receives no more events")
-        if obj is not None and not isinstance(obj, spec.objectType):
-            raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
-        key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
-        callback = None if isinstance(cb, DeferredQueue) else cb
-        if not self._inFlight.enter():
-            raise ConnectionClosedError(f"cannot register on {self!r}: it is closed")
-        try:
-            try:
-                subscriber, entry, fresh = self._fanOut.add(key, callback, queue, opaque)
-            except FanOutClosed:
-                raise ConnectionClosedError(f"cannot register on {self!r}: it is closed") from None
-            if fresh:
-                self._register(entry, obj, eventID)
-            else:
-                self._joined(entry, subscriber)
-        finally:
-            self._inFlight.leave()
-        subscriberId = subscriber.id
-        if isinstance(queue, EventQueue):
-            subscriber.forget = queue.registered(
-                lambda: self._unsubscribe(family, subscriberId, missingOK=True, background=True)
-            )
-            if not self._fanOut.tracks(subscriberId):
-                _forget([subscriber])  # the connection closed meanwhile
-        return subscriberId
-
-    def _register(self, entry: Entry, obj: Any, eventID: int) -> None:
-        """
-        The libvirt half of a first subscription, no lock held, counted in
-        flight: the virConnect must not close under it.
-        """
-        register = getattr(self.virConnect, FAMILIES[entry.key[0]].register)
-        try:
-            libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
-        except BaseException as e:
-            _forget(self._fanOut.abandon(entry, e))
-            raise
-        if not self._fanOut.registered(entry, libvirtId):
-            # Closed, or left by its subscribers, while libvirt registered it.
-            entry.libvirtId = libvirtId
-            self._libvirtDeregister(entry, quiet=True)
-            if self._fanOut.closed:
-                raise ConnectionClosedError(f"{self!r} closed while registering")
-
-    def _joined(self, entry: Entry, subscriber: Subscriber) -> None:
-        """
-        A subscriber joined a registration that may still be under way in
-        another thread: it holds once that one does, and fails as it fails.
-        """
-        entry.settled.wait()
-        if entry.error is not None:
-            raise _again(entry.error)
-        if self._fanOut.closed and not self._fanOut.tracks(subscriber.id):
-            raise ConnectionClosedError(f"{self!r} closed while registering")
-
-    def _unsubscribe(
-        self, family: str, callbackID: int, missingOK: bool = False, background: bool = False
-    ) -> None:
-        """
-        Forget a subscriber; deregister from libvirt if it was the last of
-        its key, here or (C{background}) on the call pool.
-        """
-        # Once closing has begun the fan-out is empty, and closing frees
-        # whatever libvirt still holds.
-        entered = self._inFlight.enter()
-        leave = self._inFlight.leaveOnce() if entered else _nothing
-        try:
-            subscriber, entry = self._fanOut.remove(callbackID, family)
-        except KeyError:
-            leave()
-            if missingOK:
-                return
-            raise UnknownCallbackError(
-                f"no {family} event callback with id {callbackID!r} on {self!r}"
-            ) from None
-        _forget([subscriber])
-        if entry is None or entry.libvirtId is None:
-            leave()
-        elif background:
-            self._inBackground("deregistering", [entry], leave)
-        else:
-            try:
-                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
-            finally:
-                leave()
-
-    def _inBackground(
-        self, what: str, entries: list[Entry], leave: Callable[[], None], last: bool = False
-    ) -> Deferred[None]:
-        """
-        Deregister C{entries} (and with C{last} the close callback) on the
-        call pool, then C{leave}: closing waits for that.
-        """
-
-        def deregister() -> None:
-            try:
-                for entry in entries:
-                    self._libvirtDeregister(entry, quiet=True)
-                if last:
-                    _quietly(self.virConnect.unregisterCloseCallback)
-            finally:
-                leave()
-
-        def failed(failure: Any) -> None:
-            leave()
-            self.log.failure("{what} on {conn!r} failed", failure, what=what, conn=self)
-
-        return _calls.callInThread(self._reactor, deregister).addErrback(failed)
-
-    def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
-        if entry.libvirtId is None:
-            return
-        deregister = getattr(self.virConnect, FAMILIES[entry.key[0]].deregister)
-        try:
-            deregister(entry.libvirtId)
-        except libvirt.libvirtError:
-            # A lost connection refuses the round trip but frees its side.
-            if not quiet:
-                raise
-
     # Delivery.
 
     def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
@@ -500,40 +279,8 @@ class _WrapperInThread(_calls.InThread):
         return super().__getattr__(name)
 
 
-def _forget(subscribers: list[Subscriber]) -> None:
-    """Drop the queues' hooks for subscribers that are gone (and the cycles they make)."""
-    for subscriber in subscribers:
-        forget, subscriber.forget = subscriber.forget, None
-        if forget is not None:
-            forget()
-
-
 def _safely(function: Callable[..., object], *args: Any) -> None:
     try:
         function(*args)
     except Exception:
         LibvirtConnection.log.failure("close callback {callback!r} raised", callback=function)
-
-
-def _again(error: BaseException) -> BaseException:
-    """
-    The error of a registration, to raise in a subscriber that joined it:
-    a copy, since the registrant's thread raises the original.
-    """
-    if isinstance(error, libvirt.libvirtError):
-        copy = libvirt.libvirtError(str(error))
-        copy.args, copy.err = error.args, error.err
-        return copy
-    again = RuntimeError(f"the registration this subscriber joined failed: {error!r}")
-    again.__cause__ = error
-    return again
-
-
-def _nothing() -> None:
-    pass
-
-
-def _quietly(function: Callable[[], object]) -> None:
-    """Call C{function}; a lost connection makes libvirt refuse, and that is fine."""
-    with contextlib.suppress(libvirt.libvirtError):
-        function()

@@ -28,9 +28,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import _calls
-from ._connection import Callback, LibvirtConnection, _quietly
+from ._connection import LibvirtConnection
 from ._fanout import Delivery
 from ._install import installed
+from ._registrations import Callback, _quietly
 from ._status import ConnectionStatus, State
 from ._subscriptions import Registered, Subscription, Subscriptions
 from ._uri import checkURI, maskURI, openURI, scrubber

@@ -15,9 +15,10 @@ from twisted.internet.defer import DeferredQueue
 from twisted.logger import Logger
 
 from . import _calls
-from ._connection import Callback, ConnectionClosedError, LibvirtConnection
+from ._connection import LibvirtConnection
 from ._fanout import FAMILIES
 from ._queue import EventQueue
+from ._registrations import Callback, ConnectionClosedError
 from .events import checkEventID
 
 #: A registration made on a connection: subscription id -> (family, callback id).

@@ -14,8 +14,12 @@ import libvirt
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.trial.unittest import TestCase
 
-from libvirt_twisted import EventQueue, LibvirtConnection, UnknownCallbackError
-from libvirt_twisted._connection import ConnectionClosedError
+from libvirt_twisted import (
+    ConnectionClosedError,
+    EventQueue,
+    LibvirtConnection,
+    UnknownCallbackError,
+)
 
 from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
 
