@@ -245,7 +245,7 @@ class LibvirtConnection(Registrations):
         self.log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
         if not self._inFlight.enter():
             return  # closing has begun, and tears it all down
-        done = self._inBackground("tearing down", entries, self._inFlight.leaveOnce(), last=True)
+        done = self._inBackground("tearing down", entries, last=True)
         done.addCallback(lambda _: self._finish(reason))
 
     def _finish(self, reason: int) -> None:

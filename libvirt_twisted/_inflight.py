@@ -12,13 +12,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from twisted.logger import Logger
+
 
 class InFlight:
     """A count of libvirt calls under way, which closing waits to reach zero."""
 
+    log = Logger()
+
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._count = 0
+        self._pending: dict[object, Callable[[], None]] = {}
         self.closing = False
 
     def enter(self) -> bool:
@@ -36,19 +41,40 @@ class InFlight:
             if not self._count:
                 self._condition.notify_all()
 
-    def leaveOnce(self) -> Callable[[], None]:
-        """L{leave}, as a function that acts the first time only, whoever calls it."""
-        token = threading.Lock()
+    def later(self, job: Callable[[], None]) -> Callable[[], None]:
+        """
+        Keep C{job}, a call already counted by L{enter}, for a pool thread:
+        return a function that runs it, once, and leaves.  If closing comes
+        first, the closer runs it itself, since the pool may have no thread
+        free for it (the closer may be holding the last one).
+        """
+        token = object()
+        with self._condition:
+            self._pending[token] = job
 
-        def leave() -> None:
-            if token.acquire(blocking=False):
-                self.leave()
+        def run() -> None:
+            with self._condition:
+                claimed = self._pending.pop(token, None)
+            if claimed is not None:
+                self._run(claimed)
 
-        return leave
+        return run
 
     def close(self) -> None:
-        """Refuse new calls and wait (blocking) until none is under way."""
+        """Refuse new calls, run the pending ones, wait (blocking) for the rest."""
         with self._condition:
             self.closing = True
+            jobs, self._pending = list(self._pending.values()), {}
+        for job in jobs:
+            self._run(job)
+        with self._condition:
             while self._count:
                 self._condition.wait()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:
+            self.log.failure("a libvirt call on a closing connection failed")
+        finally:
+            self.leave()

@@ -174,9 +174,9 @@ class Registrations:
             _forget(self._fanOut.abandon(entry, e))
             raise
         if not self._fanOut.registered(entry, libvirtId):
-            # Closed, or left by its subscribers, while libvirt registered it.
-            entry.libvirtId = libvirtId
-            self._libvirtDeregister(entry, quiet=True)
+            # Closed, or left by its subscribers, while libvirt registered
+            # it; whoever took the entry saw no id, and deregisters nothing.
+            self._deregisterId(entry.key[0], libvirtId, quiet=True)
             if self._fanOut.closed:
                 raise ConnectionClosedError(f"{self!r} closed while registering")
 
@@ -201,56 +201,55 @@ class Registrations:
         # Once closing has begun the fan-out is empty, and closing frees
         # whatever libvirt still holds.
         entered = self._inFlight.enter()
-        leave = self._inFlight.leaveOnce() if entered else _nothing
         try:
             subscriber, entry = self._fanOut.remove(callbackID, family)
         except KeyError:
-            leave()
+            if entered:
+                self._inFlight.leave()
             if missingOK:
                 return
             raise UnknownCallbackError(
                 f"no {family} event callback with id {callbackID!r} on {self!r}"
             ) from None
         _forget([subscriber])
+        if not entered:
+            return
         if entry is None or entry.libvirtId is None:
-            leave()
+            self._inFlight.leave()
         elif background:
-            self._inBackground("deregistering", [entry], leave)
+            self._inBackground("deregistering on", [entry])
         else:
             try:
                 self._libvirtDeregister(entry, quiet=self._fanOut.closed)
             finally:
-                leave()
+                self._inFlight.leave()
 
-    def _inBackground(
-        self, what: str, entries: list[Entry], leave: Callable[[], None], last: bool = False
-    ) -> Deferred[None]:
+    def _inBackground(self, what: str, entries: list[Entry], last: bool = False) -> Deferred[None]:
         """
         Deregister C{entries} (and with C{last} the close callback) on the
-        call pool, then C{leave}: closing waits for that.
+        call pool, as one call counted in flight (the caller has entered):
+        closing waits for it, or runs it itself if no pool thread has yet.
         """
 
         def deregister() -> None:
-            try:
-                for entry in entries:
-                    self._libvirtDeregister(entry, quiet=True)
-                if last:
-                    _quietly(self.virConnect.unregisterCloseCallback)
-            finally:
-                leave()
+            for entry in entries:
+                self._libvirtDeregister(entry, quiet=True)
+            if last:
+                _quietly(self.virConnect.unregisterCloseCallback)
 
-        def failed(failure: Any) -> None:
-            leave()
-            self.log.failure("{what} on {conn!r} failed", failure, what=what, conn=self)
-
-        return _calls.callInThread(self._reactor, deregister).addErrback(failed)
+        run = self._inFlight.later(deregister)
+        d = _calls.callInThread(self._reactor, run)
+        d.addErrback(lambda f: self.log.failure("{what} {conn!r} failed", f, what=what, conn=self))
+        return d
 
     def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
-        if entry.libvirtId is None:
-            return
-        deregister = getattr(self.virConnect, FAMILIES[entry.key[0]].deregister)
+        if entry.libvirtId is not None:
+            self._deregisterId(entry.key[0], entry.libvirtId, quiet)
+
+    def _deregisterId(self, family: str, libvirtId: int, quiet: bool) -> None:
+        deregister = getattr(self.virConnect, FAMILIES[family].deregister)
         try:
-            deregister(entry.libvirtId)
+            deregister(libvirtId)
         except libvirt.libvirtError:
             # A lost connection refuses the round trip but frees its side.
             if not quiet:
@@ -277,10 +276,6 @@ def _again(error: BaseException) -> BaseException:
     again = RuntimeError(f"the registration this subscriber joined failed: {error!r}")
     again.__cause__ = error
     return again
-
-
-def _nothing() -> None:
-    pass
 
 
 def _quietly(function: Callable[[], object]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import (
     ConnectionClosedError,
@@ -20,6 +20,7 @@ from libvirt_twisted import (
     LibvirtConnection,
     UnknownCallbackError,
 )
+from libvirt_twisted._inflight import InFlight
 
 from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
 
@@ -402,3 +403,51 @@ class ConcurrencyTests(ConnectionTestCase):
         self.assertEqual((dom.name(), event), ("opened", STARTED))
         with self.assertRaises(libvirt.libvirtError):
             await LibvirtConnection.open("test+unix:///default?socket=/nonexistent/sock")
+
+
+class InFlightTests(SynchronousTestCase):
+    """What closing waits for, as pure logic."""
+
+    def closeInAThread(self, inFlight: InFlight) -> threading.Thread:
+        closer = threading.Thread(target=inFlight.close)
+        closer.start()
+        return closer
+
+    def test_closeWaitsForCallsUnderWayAndRefusesNewOnes(self) -> None:
+        inFlight = InFlight()
+        self.assertTrue(inFlight.enter())
+        closer = self.closeInAThread(inFlight)
+        while not inFlight.closing:
+            closer.join(0.001)
+        self.assertTrue(closer.is_alive())
+        self.assertFalse(inFlight.enter())
+        inFlight.leave()
+        closer.join(PATIENCE)
+        self.assertFalse(closer.is_alive())
+
+    def test_closeRunsAPendingCallItself(self) -> None:
+        """
+        The closer may hold the pool's last thread: a call still waiting for
+        one is run by the closer, and only once.
+        """
+        inFlight = InFlight()
+        ran: list[str] = []
+        self.assertTrue(inFlight.enter())
+        run = inFlight.later(lambda: ran.append("deregistered"))
+        closer = self.closeInAThread(inFlight)
+        closer.join(PATIENCE)
+        self.assertFalse(closer.is_alive())
+        self.assertEqual(ran, ["deregistered"])
+        run()  # the pool thread's turn, at last
+        self.assertEqual(ran, ["deregistered"])
+
+    def test_aPendingCallRunsOnceThenCloseNeedNotWait(self) -> None:
+        inFlight = InFlight()
+        ran: list[str] = []
+        self.assertTrue(inFlight.enter())
+        run = inFlight.later(lambda: ran.append("deregistered"))
+        run()
+        run()
+        self.assertEqual(ran, ["deregistered"])
+        inFlight.close()
+        self.assertEqual(ran, ["deregistered"])
