@@ -131,11 +131,8 @@ class Registrations:
         """Register C{cb}; any thread (a round trip when first of its key)."""
         spec = FAMILIES[family]
         checkEventID(family, eventID)
+        checkCallback(cb)
         queue = cb if isinstance(cb, DeferredQueue) else None
-        if queue is None and not callable(cb):
-            raise TypeError(f"the callback must be a callable or a DeferredQueue, not {cb!r}")
-        if isinstance(queue, EventQueue) and queue.finished:
-            raise ValueError(f"{queue!r} is finished: it receives no more events")
         if obj is not None and not isinstance(obj, spec.objectType):
             raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
         key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
@@ -254,6 +251,14 @@ class Registrations:
             # A lost connection refuses the round trip but frees its side.
             if not quiet:
                 raise
+
+
+def checkCallback(callback: object) -> None:
+    """Refuse what cannot receive events: a non-callable, a finished queue."""
+    if not (callable(callback) or isinstance(callback, DeferredQueue)):
+        raise TypeError(f"the callback must be a callable or a DeferredQueue, not {callback!r}")
+    if isinstance(callback, EventQueue) and callback.finished:
+        raise ValueError(f"{callback!r} is finished: it receives no more events")
 
 
 def _forget(subscribers: list[Subscriber]) -> None:

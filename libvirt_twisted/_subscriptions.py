@@ -18,7 +18,7 @@ from . import _calls
 from ._connection import LibvirtConnection
 from ._fanout import FAMILIES
 from ._queue import EventQueue
-from ._registrations import Callback, ConnectionClosedError
+from ._registrations import Callback, ConnectionClosedError, checkCallback
 from .events import checkEventID
 
 #: A registration made on a connection: subscription id -> (family, callback id).
@@ -70,10 +70,7 @@ class Subscriptions:
         if family not in FAMILIES:
             raise ValueError(f"unknown event family {family!r}; known: {', '.join(FAMILIES)}")
         checkEventID(family, eventID)
-        if not (callable(callback) or isinstance(callback, DeferredQueue)):
-            raise TypeError(f"the callback must be a callable or a DeferredQueue, not {callback!r}")
-        if isinstance(callback, EventQueue) and callback.finished:
-            raise ValueError(f"{callback!r} is finished: it receives no more events")
+        checkCallback(callback)
         if objectFilter is not None and not isinstance(objectFilter, str):
             raise TypeError(f"objectFilter is a UUID or name string, not {objectFilter!r}")
         subscriptionId = next(self._ids)
