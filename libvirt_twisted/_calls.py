@@ -13,8 +13,8 @@ has stopped) must not hold the process up at exit.
 
 from __future__ import annotations
 
+import collections
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -48,9 +48,12 @@ class CallPool:
     def __init__(self, reactor: Any, maxThreads: int = DEFAULT_THREADS) -> None:
         self._reactor = IReactorFromThreads(reactor)
         self.maxThreads = maxThreads
-        self._work: queue.SimpleQueue[tuple[Deferred[Any], Callable[..., Any], Any, Any] | None]
-        self._work = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # One lock for the work and the idle count, so that a call sees
+        # exactly how many threads wait for work: none is counted idle once
+        # it has taken an item, and no item waits while the pool could grow.
+        self._condition = threading.Condition()
+        self._work: collections.deque[tuple[Deferred[Any], Callable[..., Any], Any, Any]]
+        self._work = collections.deque()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._stopped = False
@@ -61,25 +64,25 @@ class CallPool:
     def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run C{function} on a pool thread; fire with its result on the reactor."""
         d: Deferred[T] = Deferred()
-        with self._lock:
+        with self._condition:
             if self._stopped:
                 return fail(RuntimeError("the libvirt call pool has stopped with its reactor"))
-            self._work.put((d, function, args, kwargs))
-            if self._work.qsize() > self._idle and len(self._threads) < self.maxThreads:
+            self._work.append((d, function, args, kwargs))
+            if len(self._work) > self._idle and len(self._threads) < self.maxThreads:
                 thread = threading.Thread(
                     target=self._worker, name=f"libvirt-call-{next(self._numbers)}", daemon=True
                 )
                 self._threads.append(thread)
                 thread.start()
+            self._condition.notify()
         return d
 
     def stop(self) -> None:
-        """Let the threads finish their calls and go; wait for them only briefly."""
-        with self._lock:
+        """Let the threads finish the calls queued and go; wait for them only briefly."""
+        with self._condition:
             self._stopped = True
             threads = list(self._threads)
-        for _ in threads:
-            self._work.put(None)
+            self._condition.notify_all()
         deadline = _now() + STOP_WAIT
         for thread in threads:
             thread.join(max(0.0, deadline - _now()))
@@ -89,27 +92,26 @@ class CallPool:
 
     def _worker(self) -> None:
         while True:
-            with self._lock:
+            with self._condition:
                 self._idle += 1
-            item = self._work.get()
-            with self._lock:
+                while not self._work and not self._stopped:
+                    self._condition.wait()
                 self._idle -= 1
-            if item is None:
-                break
-            d, function, args, kwargs = item
+                if not self._work:
+                    self._threads.remove(threading.current_thread())
+                    return
+                d, function, args, kwargs = self._work.popleft()
             try:
                 result = function(*args, **kwargs)
             except BaseException:
                 self._reactor.callFromThread(d.errback, Failure())  # type: ignore[no-untyped-call]
             else:
                 self._reactor.callFromThread(d.callback, result)
-            del d, function, args, kwargs, item
-            with self._lock:
+            del d, function, args, kwargs
+            with self._condition:
                 if len(self._threads) > self.maxThreads:
                     self._threads.remove(threading.current_thread())
                     return
-        with self._lock:
-            self._threads.remove(threading.current_thread())
 
 
 _lock = threading.Lock()
