@@ -93,12 +93,55 @@ class Subscriber:
     forget: Callable[[], None] | None = None
 
 
+class Departure:
+    """
+    When libvirt lets go of a registration whose subscribers have all left.
+    Until then libvirt refuses a new registration of the same key, so the
+    next registrant of the key waits; if the deregistration is still only
+    queued for the call pool, the waiter runs it itself rather than wait
+    for a pool thread that it may be holding.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._done = False
+        self._job: Callable[[], None] | None = None
+
+    def offer(self, job: Callable[[], None]) -> None:
+        """C{job} deregisters, once, from whichever thread calls it first."""
+        with self._condition:
+            if not self._done:
+                self._job = job
+                self._condition.notify_all()
+
+    def done(self) -> None:
+        """libvirt holds the registration no more."""
+        with self._condition:
+            self._done = True
+            self._job = None
+            self._condition.notify_all()
+
+    def wait(self) -> None:
+        """Block until L{done}, running an offered job here if it is still waiting."""
+        while True:
+            with self._condition:
+                while not self._done and self._job is None:
+                    self._condition.wait()
+                job, self._job = self._job, None
+                if self._done or job is None:
+                    return
+            job()
+
+
 @dataclass(eq=False)
 class Entry:
     """
     One registration with libvirt, shared by its subscribers.  C{settled}
     is set once libvirt has answered its registration: with C{libvirtId},
     or with C{error}, which every subscriber that joined meanwhile gets too.
+    Once its subscribers have gone, C{departure} tells when libvirt has let
+    go of it; C{predecessor} is the entry of the same key that was leaving
+    when this one came, which must be gone before this one registers.
     """
 
     key: Key
@@ -106,6 +149,8 @@ class Entry:
     subscribers: dict[int, Subscriber] = field(default_factory=dict)
     settled: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    departure: Departure = field(default_factory=Departure)
+    predecessor: Entry | None = None
 
 
 class FanOutClosed(Exception):
@@ -123,6 +168,7 @@ class FanOut:
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._entries: dict[Key, Entry] = {}
+        self._leaving: dict[Key, Entry] = {}
         self._subscribers: dict[int, Subscriber] = {}
         self.closed = False
 
@@ -147,7 +193,7 @@ class FanOut:
             entry = self._entries.get(key)
             fresh = entry is None
             if entry is None:
-                entry = self._entries[key] = Entry(key)
+                entry = self._entries[key] = Entry(key, predecessor=self._leaving.get(key))
             entry.subscribers[subscriber.id] = subscriber
             self._subscribers[subscriber.id] = subscriber
         return subscriber, entry, fresh
@@ -156,7 +202,7 @@ class FanOut:
         """
         Record libvirt's id for C{entry}; false if the entry went meanwhile
         (its subscribers left, or the connection closed), in which case the
-        caller must deregister C{libvirtId} itself.
+        caller must deregister C{libvirtId} itself and call L{departed}.
         """
         with self._lock:
             live = self._entries.get(entry.key) is entry
@@ -178,6 +224,7 @@ class FanOut:
             subscribers = list(entry.subscribers.values())
         entry.error = error
         entry.settled.set()
+        self.departed(entry)
         return subscribers
 
     def remove(
@@ -185,9 +232,10 @@ class FanOut:
     ) -> tuple[Subscriber, Entry | None]:
         """
         Forget a subscriber; also return its entry if it was the last of its
-        key, in which case the caller must deregister from libvirt (when the
-        entry has a libvirt id: otherwise its registration is under way and
-        its registrant will find the entry gone).
+        key, in which case the caller must deregister from libvirt and call
+        L{departed} (when the entry has a libvirt id: otherwise its
+        registration is under way and its registrant will find the entry
+        gone, and do both).
 
         @raise KeyError: no such subscriber (of C{family}, when given).
         """
@@ -201,17 +249,29 @@ class FanOut:
             if entry.subscribers:
                 return subscriber, None
             del self._entries[subscriber.key]
+            self._leaving[subscriber.key] = entry
             return subscriber, entry
 
     def clear(self, close: bool = False) -> tuple[list[Subscriber], list[Entry]]:
-        """Forget every subscriber, and with C{close} refuse new ones; return what went."""
+        """
+        Forget every subscriber, and with C{close} refuse new ones; return
+        what went.  The caller deregisters the entries, as after L{remove}.
+        """
         with self._lock:
             self.closed = self.closed or close
             subscribers = list(self._subscribers.values())
             entries = list(self._entries.values())
             self._subscribers.clear()
             self._entries.clear()
+            self._leaving.update((entry.key, entry) for entry in entries)
         return subscribers, entries
+
+    def departed(self, entry: Entry) -> None:
+        """libvirt no longer holds C{entry}'s registration: its key is free."""
+        with self._lock:
+            if self._leaving.get(entry.key) is entry:
+                del self._leaving[entry.key]
+        entry.departure.done()
 
     def tracks(self, subscriberId: int) -> bool:
         """Whether C{subscriberId} is a live subscriber."""

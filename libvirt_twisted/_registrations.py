@@ -166,6 +166,10 @@ class Registrations:
         """
         register = getattr(self.virConnect, FAMILIES[entry.key[0]].register)
         try:
+            predecessor, entry.predecessor = entry.predecessor, None
+            if predecessor is not None:
+                # libvirt refuses a key it still holds for subscribers gone.
+                predecessor.departure.wait()
             libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
         except BaseException as e:
             _forget(self._fanOut.abandon(entry, e))
@@ -173,7 +177,10 @@ class Registrations:
         if not self._fanOut.registered(entry, libvirtId):
             # Closed, or left by its subscribers, while libvirt registered
             # it; whoever took the entry saw no id, and deregisters nothing.
-            self._deregisterId(entry.key[0], libvirtId, quiet=True)
+            try:
+                self._deregisterId(entry.key[0], libvirtId, quiet=True)
+            finally:
+                self._fanOut.departed(entry)
             if self._fanOut.closed:
                 raise ConnectionClosedError(f"{self!r} closed while registering")
 
@@ -210,6 +217,8 @@ class Registrations:
             ) from None
         _forget([subscriber])
         if not entered:
+            if entry is not None and entry.libvirtId is not None:
+                self._fanOut.departed(entry)  # closing the virConnect frees it
             return
         if entry is None or entry.libvirtId is None:
             self._inFlight.leave()
@@ -229,19 +238,30 @@ class Registrations:
         """
 
         def deregister() -> None:
-            for entry in entries:
-                self._libvirtDeregister(entry, quiet=True)
+            try:
+                for entry in entries:
+                    self._libvirtDeregister(entry, quiet=True)
+            finally:
+                for entry in entries:
+                    if entry.libvirtId is not None:
+                        self._fanOut.departed(entry)  # even after a failure midway
             if last:
                 _quietly(self.virConnect.unregisterCloseCallback)
 
         run = self._inFlight.later(deregister)
+        for entry in entries:
+            entry.departure.offer(run)
         d = _calls.callInThread(self._reactor, run)
         d.addErrback(lambda f: self.log.failure("{what} {conn!r} failed", f, what=what, conn=self))
         return d
 
     def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
+        """Deregister a left entry (one still registering is its registrant's to undo)."""
         if entry.libvirtId is not None:
-            self._deregisterId(entry.key[0], entry.libvirtId, quiet)
+            try:
+                self._deregisterId(entry.key[0], entry.libvirtId, quiet)
+            finally:
+                self._fanOut.departed(entry)
 
     def _deregisterId(self, family: str, libvirtId: int, quiet: bool) -> None:
         deregister = getattr(self.virConnect, FAMILIES[family].deregister)

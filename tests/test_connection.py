@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 import libvirt
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, gatherResults
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import (
@@ -20,6 +20,8 @@ from libvirt_twisted import (
     LibvirtConnection,
     UnknownCallbackError,
 )
+from libvirt_twisted._calls import callPool
+from libvirt_twisted._fanout import Departure
 from libvirt_twisted._inflight import InFlight
 
 from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
@@ -334,6 +336,83 @@ class ConcurrencyTests(ConnectionTestCase):
         await LOOP.drain()
         self.assertEqual(LOOP.counts(), baseline)
 
+    async def test_reregisteringWaitsForTheKeyToBeFree(self) -> None:
+        """
+        libvirt refuses a key it still holds: a new first subscriber of a
+        key whose last one has just left registers only once libvirt has
+        let go of the old registration.
+        """
+        conn = libvirt.open("test:///default")
+        connection = LibvirtConnection(conn)
+        self.addCleanup(connection.close)
+        queue: EventQueue[Any] = EventQueue()
+        connection.domainEventRegisterAny(None, LIFECYCLE, queue)
+        started = threading.Event()
+        proceed = threading.Event()
+        calls: list[str] = []
+        realRegister = conn.domainEventRegisterAny
+        realDeregister = conn.domainEventDeregisterAny
+
+        def register(*args: Any) -> int:
+            callbackId: int = realRegister(*args)
+            calls.append("registered")
+            return callbackId
+
+        def deregister(callbackId: int) -> None:
+            started.set()
+            proceed.wait(PATIENCE)
+            realDeregister(callbackId)
+            calls.append("deregistered")
+
+        conn.domainEventRegisterAny = register  # type: ignore[method-assign,assignment]
+        conn.domainEventDeregisterAny = deregister  # type: ignore[method-assign,assignment]
+        queue.finish()
+        await until(started.is_set)
+        events = Recorder()
+        registration = connection.inThread.domainEventRegisterAny(None, LIFECYCLE, events)
+        proceed.set()
+        callbackId = await registration
+        self.assertEqual(calls, ["deregistered", "registered"])
+        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        self.churn("test:///default", "re-registered")
+        await events.called(2)
+
+    async def test_reregisteringRunsAQueuedDeregistrationItself(self) -> None:
+        """
+        When every pool thread is busy, the old registration's
+        deregistration still waits for one: the new registrant runs it
+        itself, once, rather than wait for a thread it may be holding.
+        """
+        conn = libvirt.open("test:///default")
+        connection = LibvirtConnection(conn)
+        self.addCleanup(connection.close)
+        queue: EventQueue[Any] = EventQueue()
+        connection.domainEventRegisterAny(None, LIFECYCLE, queue)
+        deregisteredIn: list[threading.Thread] = []
+        realDeregister = conn.domainEventDeregisterAny
+
+        def deregister(callbackId: int) -> None:
+            realDeregister(callbackId)
+            deregisteredIn.append(threading.current_thread())
+
+        conn.domainEventDeregisterAny = deregister  # type: ignore[method-assign,assignment]
+        pool = callPool()
+        bound = pool.maxThreads
+        self.addCleanup(setattr, pool, "maxThreads", bound)
+        pool.maxThreads = 1
+        release = threading.Event()
+        self.addCleanup(release.set)
+        blockers = [pool.call(release.wait, PATIENCE) for _ in range(max(1, len(pool._threads)))]
+        await until(lambda: pool._idle == 0 and not pool._work)
+        queue.finish()
+        callbackId = connection.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        self.assertEqual(deregisteredIn, [threading.current_thread()])
+        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        release.set()
+        await gatherResults(blockers)
+        await until(lambda: not pool._work and pool._idle == len(pool._threads))
+        self.assertEqual(deregisteredIn, [threading.current_thread()])
+
     async def test_subscribersJoiningARegistrationShareItsFailure(self) -> None:
         daemon = startDaemon(self)
         connection = LibvirtConnection(libvirt.open(daemon.testURI))
@@ -451,3 +530,67 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(ran, ["deregistered"])
         inFlight.close()
         self.assertEqual(ran, ["deregistered"])
+
+
+class DepartureTests(SynchronousTestCase):
+    """When libvirt lets go of a key: the pure logic of L{Departure}."""
+
+    def test_aWaiterRunsAJobNoThreadHasTaken(self) -> None:
+        departure = Departure()
+        ran: list[threading.Thread] = []
+
+        def job() -> None:
+            ran.append(threading.current_thread())
+            departure.done()
+
+        departure.offer(job)
+        departure.wait()
+        self.assertEqual(ran, [threading.current_thread()])
+
+    def test_aWaiterWaitsForAJobUnderWayElsewhere(self) -> None:
+        departure = Departure()
+        taken = threading.Event()
+        finish = threading.Event()
+        claimed: list[bool] = []
+        order: list[str] = []
+
+        def job() -> None:
+            # The first to call it claims it, as InFlight.later's runner does.
+            if claimed:
+                return
+            claimed.append(True)
+            taken.set()
+            finish.wait(PATIENCE)
+            order.append("done")
+            departure.done()
+
+        def wait() -> None:
+            departure.wait()
+            order.append("waited")
+
+        departure.offer(job)
+        worker = threading.Thread(target=job)
+        worker.start()
+        self.addCleanup(worker.join, PATIENCE)
+        taken.wait(PATIENCE)
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        waiter.join(0.05)  # a chance to return too early, if it would
+        finish.set()
+        waiter.join(PATIENCE)
+        self.assertFalse(waiter.is_alive())
+        self.assertEqual(order, ["done", "waited"])
+
+    def test_aJobOfferedAfterTheWaiterCameIsRun(self) -> None:
+        departure = Departure()
+        waiter = threading.Thread(target=departure.wait)
+        waiter.start()
+        departure.offer(departure.done)
+        waiter.join(PATIENCE)
+        self.assertFalse(waiter.is_alive())
+
+    def test_doneNeedsNoJob(self) -> None:
+        departure = Departure()
+        departure.done()
+        departure.offer(lambda: self.fail("offered after done"))
+        departure.wait()
