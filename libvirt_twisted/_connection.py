@@ -205,8 +205,7 @@ class LibvirtConnection(Registrations):
             subscribers, entries = self._fanOut.clear(close=True)
             _forget(subscribers)
         self._inFlight.close()
-        for entry in entries:
-            self._libvirtDeregister(entry, quiet=True)
+        self._deregisterAll(entries, quiet=True)
         _quietly(self.virConnect.unregisterCloseCallback)
         _quietly(self.virConnect.close)
 

@@ -263,7 +263,9 @@ class FanOut:
             entries = list(self._entries.values())
             self._subscribers.clear()
             self._entries.clear()
-            self._leaving.update((entry.key, entry) for entry in entries)
+            for entry in entries:
+                entry.subscribers = {}  # the caller has them; a leaving entry holds none
+                self._leaving[entry.key] = entry
         return subscribers, entries
 
     def departed(self, entry: Entry) -> None:

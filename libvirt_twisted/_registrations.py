@@ -101,14 +101,17 @@ class Registrations:
         return self._fanOut.tracked()
 
     def deregisterCallbacks(self) -> None:
-        """Deregister everything registered through the *EventRegisterAny methods."""
+        """
+        Deregister everything registered through the *EventRegisterAny
+        methods.  Should libvirt refuse some, the rest still go, and the
+        first refusal is raised.
+        """
         if not self._inFlight.enter():
             return  # closing, which deregisters everything
         try:
             subscribers, entries = self._fanOut.clear()
             _forget(subscribers)
-            for entry in entries:
-                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+            self._deregisterAll(entries, quiet=self._fanOut.closed)
         finally:
             self._inFlight.leave()
 
@@ -238,13 +241,7 @@ class Registrations:
         """
 
         def deregister() -> None:
-            try:
-                for entry in entries:
-                    self._libvirtDeregister(entry, quiet=True)
-            finally:
-                for entry in entries:
-                    if entry.libvirtId is not None:
-                        self._fanOut.departed(entry)  # even after a failure midway
+            self._deregisterAll(entries, quiet=True)
             if last:
                 _quietly(self.virConnect.unregisterCloseCallback)
 
@@ -254,6 +251,20 @@ class Registrations:
         d = _calls.callInThread(self._reactor, run)
         d.addErrback(lambda f: self.log.failure("{what} {conn!r} failed", f, what=what, conn=self))
         return d
+
+    def _deregisterAll(self, entries: list[Entry], quiet: bool) -> None:
+        """
+        Deregister left entries, every one even if some fail (a waiting
+        registrant must not wait for ever); raise the first failure.
+        """
+        failure: Exception | None = None
+        for entry in entries:
+            try:
+                self._libvirtDeregister(entry, quiet)
+            except Exception as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
     def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
         """Deregister a left entry (one still registering is its registrant's to undo)."""

@@ -20,7 +20,7 @@ from libvirt_twisted import (
     LibvirtConnection,
     UnknownCallbackError,
 )
-from libvirt_twisted._calls import callPool
+from libvirt_twisted._calls import CallPool, callPool
 from libvirt_twisted._fanout import Departure
 from libvirt_twisted._inflight import InFlight
 
@@ -402,8 +402,7 @@ class ConcurrencyTests(ConnectionTestCase):
         pool.maxThreads = 1
         release = threading.Event()
         self.addCleanup(release.set)
-        blockers = [pool.call(release.wait, PATIENCE) for _ in range(max(1, len(pool._threads)))]
-        await until(lambda: pool._idle == 0 and not pool._work)
+        blockers = await occupy(pool, release)
         queue.finish()
         callbackId = connection.domainEventRegisterAny(None, LIFECYCLE, Recorder())
         self.assertEqual(deregisteredIn, [threading.current_thread()])
@@ -412,6 +411,35 @@ class ConcurrencyTests(ConnectionTestCase):
         await gatherResults(blockers)
         await until(lambda: not pool._work and pool._idle == len(pool._threads))
         self.assertEqual(deregisteredIn, [threading.current_thread()])
+
+    async def test_deregisterCallbacksGoesOnPastARefusal(self) -> None:
+        """
+        One refused deregistration neither keeps the others registered nor
+        leaves their keys waiting for a deregistration that never comes.
+        """
+        conn = libvirt.open("test:///default")
+        connection = LibvirtConnection(conn)
+        self.addCleanup(connection.close)
+        connection.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        connection.domainEventRegisterAny(None, REBOOT, Recorder())
+        realDeregister = conn.domainEventDeregisterAny
+        refusal = libvirt.libvirtError("refused for the test")
+
+        def deregister(callbackId: int) -> None:
+            conn.domainEventDeregisterAny = realDeregister  # type: ignore[method-assign]
+            raise refusal
+
+        conn.domainEventDeregisterAny = deregister  # type: ignore[method-assign,assignment]
+        with self.assertRaises(libvirt.libvirtError) as raised:
+            connection.deregisterCallbacks()
+        self.assertIs(raised.exception, refusal)
+        self.assertEqual(connection.tracked(), [])
+        # The refused key is still libvirt's, and re-registering it says so...
+        with self.assertRaises(libvirt.libvirtError):
+            await connection.inThread.domainEventRegisterAny(None, LIFECYCLE, Recorder())
+        # ...while the other was deregistered, and registers again at once.
+        callbackId = await connection.inThread.domainEventRegisterAny(None, REBOOT, Recorder())
+        self.assertEqual(connection.tracked(), [("domain", REBOOT, callbackId)])
 
     async def test_subscribersJoiningARegistrationShareItsFailure(self) -> None:
         daemon = startDaemon(self)
@@ -530,6 +558,20 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(ran, ["deregistered"])
         inFlight.close()
         self.assertEqual(ran, ["deregistered"])
+
+
+async def occupy(pool: CallPool, release: threading.Event) -> list[Deferred[object]]:
+    """
+    Keep every thread of C{pool} busy until C{release}, one call at a time
+    while a thread is idle: a thread busy with something else when the
+    bound was lowered retires when it finishes, rather than take a call.
+    """
+    blockers: list[Deferred[object]] = []
+    while True:
+        await until(lambda: not pool._work)
+        if pool._threads and not pool._idle:
+            return blockers
+        blockers.append(pool.call(release.wait, PATIENCE))
 
 
 class DepartureTests(SynchronousTestCase):
