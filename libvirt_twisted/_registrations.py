@@ -220,8 +220,6 @@ class Registrations:
             ) from None
         _forget([subscriber])
         if not entered:
-            if entry is not None and entry.libvirtId is not None:
-                self._fanOut.departed(entry)  # closing the virConnect frees it
             return
         if entry is None or entry.libvirtId is None:
             self._inFlight.leave()
