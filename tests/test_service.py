@@ -47,6 +47,15 @@ class ServiceTestCase(TestCase):
             await service.stopService()
 
 
+def held(service: LibvirtService, subscription: int) -> bool:
+    """
+    Whether libvirt has answered C{subscription}'s registration on the
+    current connection: its subscriber is tracked as soon as the round
+    trip starts, and events made before it ends are not delivered.
+    """
+    return subscription in service._subscriptions._registered
+
+
 def states(statuses: Recorder) -> list[str]:
     return [call[0].state for call in statuses.calls]
 
@@ -84,8 +93,9 @@ class EmbeddedDriverTests(ServiceTestCase):
         service.startService()
         connection = await service.whenConnected()
         events = Recorder()
-        service.subscribe("domain", LIFECYCLE, events)
-        await until(lambda: connection.tracked())
+        subscription = service.subscribe("domain", LIFECYCLE, events)
+        await until(lambda: held(service, subscription))
+        self.assertEqual(len(connection.tracked()), 1)
         churn("test:///default", "late")
         await events.called(2)
 
@@ -355,8 +365,8 @@ class ServiceRaceTests(ServiceTestCase):
         events = Recorder()
         service.unsubscribe(service.subscribe("domain", LIFECYCLE, events))
         other = Recorder()
-        service.subscribe("domain", LIFECYCLE, other)
-        await until(lambda: len(connection.tracked()) == 1)
+        subscription = service.subscribe("domain", LIFECYCLE, other)
+        await until(lambda: len(connection.tracked()) == 1 and held(service, subscription))
         churn("test:///default", "unwanted")
         await other.called(2)
         await turns(2)
@@ -370,10 +380,11 @@ class ServiceRaceTests(ServiceTestCase):
         service.startService()
         events = Recorder()
         # The attempt is stuck in its first round trip when this comes.
-        service.subscribe("domain", LIFECYCLE, events)
+        subscription = service.subscribe("domain", LIFECYCLE, events)
         daemon.resume()
         connection = await service.whenConnected()
-        await until(lambda: connection.tracked())
+        await until(lambda: held(service, subscription))
+        self.assertEqual(len(connection.tracked()), 1)
         churn(daemon.testURI, "late-comer")
         await events.called(2)
 
