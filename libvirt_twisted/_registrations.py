@@ -97,7 +97,10 @@ class Registrations:
         self._unsubscribe("secret", callbackID)
 
     def tracked(self) -> list[tuple[str, int, int]]:
-        """Every live registration made through the wrapper: (family, event id, id)."""
+        """
+        Every live registration made through the wrapper: (family, event id,
+        id), from the moment its round trip to libvirt starts.
+        """
         return self._fanOut.tracked()
 
     def deregisterCallbacks(self) -> None:
