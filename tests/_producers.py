@@ -23,14 +23,16 @@ _PRODUCER = textwrap.dedent(
     uri, prefix, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     made, conn, i = 0, None, 0
     while count < 0 or i < count:
+        # A name is never tried twice: a domain whose destroy was cut off by
+        # a fault lives on, and would refuse its name again for ever.
+        xml = ("<domain type='test'><name>%s-%d</name><memory>8192</memory>"
+               "<os><type>hvm</type></os></domain>" % (prefix, i))
+        i += 1
         try:
             if conn is None:
                 conn = libvirt.open(uri)
-            xml = ("<domain type='test'><name>%s-%d</name><memory>8192</memory>"
-                   "<os><type>hvm</type></os></domain>" % (prefix, i))
             conn.createXML(xml, 0).destroy()
             made += 1
-            i += 1
         except libvirt.libvirtError:
             conn = None
             time.sleep(0.05)
@@ -67,8 +69,9 @@ def spawnProducer(
     case: TestCase, uri: str, prefix: str, count: int, pause: float = 0.0
 ) -> Producer:
     """
-    Start a producer making C{count} domains named C{prefix-N} (for ever if
-    C{count} < 0, then killed at cleanup), riding out daemon restarts.
+    Start a producer trying C{count} domains named C{prefix-N} (for ever if
+    C{count} < 0, then killed at cleanup), riding out daemon restarts;
+    C{ended} fires with how many it made.
     """
     producer = Producer()
     transport = reactor.spawnProcess(
