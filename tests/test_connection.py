@@ -236,6 +236,27 @@ class DaemonTests(ConnectionTestCase):
         await LOOP.drain()
         self.assertEqual(LOOP.counts(), baseline)
 
+    async def test_wrappingAConnectionAlreadyLostFails(self) -> None:
+        """
+        libvirt refuses a close callback on a connection already lost, so
+        the wrapper cannot miss the close: wrapping fails, holding nothing.
+        """
+        daemon = startDaemon(self)
+        conn = libvirt.open(daemon.testURI)
+        self.addCleanup(conn.close)
+        daemon.kill()
+        await until(lambda: not conn.isAlive())
+        onClose: Deferred[int] = Deferred()
+        self.assertRaises(
+            libvirt.libvirtError,
+            LibvirtConnection,
+            conn,
+            onClose=onClose,
+            onDomainChange=Recorder(),
+        )
+        await turns(2)
+        self.assertFalse(onClose.called)
+
     async def test_closeTearsDownAndDrains(self) -> None:
         daemon = startDaemon(self)
         baseline = LOOP.counts()
