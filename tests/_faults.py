@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtConnection, LibvirtService
 from libvirt_twisted.testing import PrivateLibvirtd
 
+from ._anchor import Anchor, spawnAnchor
 from ._harness import LOOP, Recorder, openFds, qemuDomainXML, startDaemon, testDomainXML
 from ._monitorprocess import Monitor, has, spawnMonitor
 
@@ -57,13 +58,16 @@ def defineAndUndefine(uri: str, xml: str) -> None:
 class FaultRig:
     """
     A daemon, a LibvirtService subscribed to lifecycle events through a queue,
-    and a monitor process on the same URI, with what they held once connected.
+    and a monitor process on the same URI, with what they held once connected;
+    and an anchor (tests/_anchor.py) that keeps one event registration on
+    the daemon through every fault that leaves it running.
     """
 
     def __init__(self, case: TestCase, daemon: PrivateLibvirtd, uri: str) -> None:
         self.case = case
         self.daemon = daemon
         self.uri = uri
+        self.anchor: Anchor = spawnAnchor(case, uri)
         self.service = LibvirtService(
             uri, keepalive=(INTERVAL, COUNT), retryPolicy=lambda failures: 0.05
         )
@@ -80,6 +84,7 @@ class FaultRig:
     async def create(cls, case: TestCase, qemu: bool = False, monitor: bool = True) -> FaultRig:
         daemon = startDaemon(case)
         rig = cls(case, daemon, daemon.qemuURI if qemu else daemon.testURI)
+        await rig.anchor.whenConnected()
         rig.service.startService()
         case.addCleanup(rig.stop)
         rig.connections.append(await rig.service.whenConnected())
@@ -148,6 +153,7 @@ class FaultRig:
         reconnects = self.statesSoFar("reconnected")
         monitorDisconnects = self.monitorCount("connection.disconnected")
         monitorReconnects = self.monitorCount("connection.reconnected")
+        daemonPid, anchorConnections = self.daemon.pid, self.anchor.connections()
         started = time.monotonic()
         inflict()
         await self.statuses.when(lambda calls: self.statesSoFar("disconnected") > disconnects)
@@ -169,6 +175,9 @@ class FaultRig:
         self.case.assertEqual(old.closeReason, expected, fault)
         if self.monitor is not None:
             await self.monitor.when(has("connection.reconnected", count=monitorReconnects + 1))
+        # A restarted daemon holds none of the anchor's registration until it is back.
+        restarted = self.daemon.pid != daemonPid
+        await self.anchor.whenConnected(anchorConnections + 1 if restarted else 1)
         await self.eventsFlow()
         await self.nothingLeaked(fault)
         record(fault, noticed, f"disconnected ({reason}), reconnected, events flow")
@@ -205,7 +214,14 @@ class FaultRig:
         self.daemon.resume()
 
     def adminDisconnect(self) -> None:
+        """Have the daemon disconnect every client but the anchor."""
         listing = self.daemon.virtAdmin("client-list", "libvirtd")
         for line in listing.splitlines()[2:]:
-            if line.strip():
-                self.daemon.virtAdmin("client-disconnect", "libvirtd", line.split()[0])
+            if not line.strip():
+                continue
+            client = line.split()[0]
+            info = self.daemon.virtAdmin("client-info", "libvirtd", client)
+            rows = (row.partition(":") for row in info.splitlines())
+            fields = {name.strip(): value.strip() for name, _, value in rows}
+            if fields.get("unix_process_id") != str(self.anchor.pid):
+                self.daemon.virtAdmin("client-disconnect", "libvirtd", client)
