@@ -1,16 +1,20 @@
 """
-Brings a private libvirtd to stop delivering domain events (docs/faults.md,
-tests/_anchor.py): one connection after another registers a domain event
-callback and closes, so that the daemon's last registration keeps going,
-while another process starts and destroys domains.  After each round of 100
-such cycles a fresh connection checks that a domain defined and undefined
-now still reaches it.  Run from a checkout:
+Brings libvirt to stop delivering domain events (docs/faults.md,
+tests/_anchor.py) while another process starts and destroys domains.
 
-    .venv/bin/python docs/libvirtd_event_race.py [ROUNDS]
+By default the daemon: one connection after another registers a domain
+event callback and closes, so that the daemon's last registration keeps
+going; after each round of 100 such cycles a fresh connection checks that a
+domain defined and undefined now still reaches it.  With --anchor a
+connection keeps a registration for the whole run, and events should never
+stop.  With --client, the client library: one connection registers and
+deregisters a callback 100 times a round (the daemon anchored), then checks
+that it still receives events itself.  Run from a checkout:
+
+    .venv/bin/python docs/libvirtd_event_race.py [--anchor | --client] [ROUNDS]
 
 It prints one line per round and stops at the first round whose check got
-nothing; with an anchor, a connection that keeps its registration for the
-whole run (--anchor), it should never stop.
+nothing.
 """
 
 from __future__ import annotations
@@ -50,42 +54,62 @@ def defineAndUndefine(uri: str, name: str) -> None:
     conn.close()
 
 
-async def eventsFlow(uri: str, name: str) -> bool:
-    """Whether a fresh connection receives a domain's DEFINED and UNDEFINED."""
-    conn = await LibvirtConnection.open(uri)
+async def receives(conn: LibvirtConnection, uri: str, name: str) -> bool:
+    """Whether C{conn} receives a domain's DEFINED and UNDEFINED."""
     queue: EventQueue[Any] = EventQueue()
-    await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, queue)
+    callbackID = await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, queue)
     await threads.deferToThread(defineAndUndefine, uri, name)
     await task.deferLater(reactor, 2, lambda: None)
-    await conn.close()
+    await conn.inThread.domainEventDeregisterAny(callbackID)
     return sum(1 for item in queue.pending if item[1].name() == name) >= 2
 
 
-async def main(rounds: int, anchored: bool) -> None:
+async def churnConnections(uri: str) -> None:
+    """The daemon's last registration goes, 100 times."""
+    for _ in range(100):
+        conn = await LibvirtConnection.open(uri)
+        await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *args: None)
+        await conn.close()
+
+
+async def churnRegistrations(conn: LibvirtConnection) -> None:
+    """C{conn}'s last registration goes, 100 times."""
+    for _ in range(100):
+        callbackID = await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *a: None)
+        await conn.inThread.domainEventDeregisterAny(callbackID)
+
+
+async def main(rounds: int, mode: str) -> None:
     with PrivateLibvirtd() as daemon:
         uri = daemon.testURI
         keep = await LibvirtConnection.open(uri)  # holds the test driver's state
-        if anchored:
+        if mode in ("--anchor", "--client"):
             await keep.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *args: None)
+        churned = await LibvirtConnection.open(uri)
         noise = subprocess.Popen([sys.executable, "-c", NOISE, uri])
         try:
             for n in range(rounds):
-                for _ in range(100):
-                    conn = await LibvirtConnection.open(uri)
-                    await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *args: None)
-                    await conn.close()
-                flowing = await eventsFlow(uri, f"check-{n}")
+                if mode == "--client":
+                    await churnRegistrations(churned)
+                    checked = churned
+                else:
+                    await churnConnections(uri)
+                    checked = await LibvirtConnection.open(uri)
+                flowing = await receives(checked, uri, f"check-{n}")
+                if checked is not churned:
+                    await checked.close()
                 print(f"round {n}: events {'flow' if flowing else 'STOPPED'}", flush=True)
                 if not flowing:
                     break
         finally:
             noise.kill()
             noise.wait()
+            await churned.close()
             await keep.close()
 
 
 if __name__ == "__main__":
     libvirt_twisted.install(reactor)
-    arguments = [a for a in sys.argv[1:] if a != "--anchor"]
-    count = int(arguments[0]) if arguments else 40
-    task.react(lambda _: ensureDeferred(main(count, "--anchor" in sys.argv)))
+    modes = [a for a in sys.argv[1:] if a.startswith("--")]
+    counts = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
+    task.react(lambda _: ensureDeferred(main(counts[0] if counts else 40, "".join(modes))))

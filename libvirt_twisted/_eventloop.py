@@ -160,6 +160,9 @@ class EventLoop:
 
     def updateTimeout(self, timer: int, timeout: int) -> None:
         """Change the interval of C{timer}, restarting its countdown."""
+        if timer < 0 and timeout >= 0:
+            self._strandedEvent()
+            return
         with self._lock:
             found = self._timers.get(timer)
             if found is None:
@@ -181,6 +184,22 @@ class EventLoop:
             self._toFree.append((found, found.opaque))
         self._changed(found, freeing=True)
         return 0
+
+    def _strandedEvent(self) -> None:
+        """
+        libvirt armed the timer of an event queue that has none: a thread
+        queued an event while another removed the queue's timer with the
+        connection's last event registration (libvirt checks for the timer
+        before taking the queue's lock).  That event is never delivered, and
+        if the connection registers again before its registrations all go,
+        none after it is either: say so rather than let it pass in silence.
+        """
+        self.log.warn(
+            "libvirt lost an event: it queued one just as the connection's last"
+            " event registration went (a libvirt race); should that connection"
+            " register again, it may deliver no events until every registration"
+            " on it is gone"
+        )
 
     # Idleness, for programs that must not stop the reactor too early.
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import EventLoop
 
-from ._harness import FakeReactor, Recorder, turns, until
+from ._harness import FakeReactor, Recorder, logMessages, turns, until
 
 
 def clockLoop() -> tuple[EventLoop, FakeReactor, Recorder]:
@@ -174,6 +174,20 @@ class TimerOnClockTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(fired.calls, [])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_armingNoTimerSaysLibvirtLostAnEvent(self) -> None:
+        """
+        libvirt arms timer -1 only when it queued an event after the queue's
+        timer went with the last registration (tests/_anchor.py): the event
+        is lost, and a warning says so.
+        """
+        loop, clock, _ = clockLoop()
+        messages = logMessages(self)
+        loop.updateTimeout(-1, 0)
+        loop.updateTimeout(-1, -1)
+        clock.advance(1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len([m for m in messages if "libvirt lost an event" in m]), 1)
 
     def test_idsArePositiveAndNeverReused(self) -> None:
         loop, _clock, _ = clockLoop()
