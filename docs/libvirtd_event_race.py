@@ -19,6 +19,7 @@ nothing.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import textwrap
@@ -83,20 +84,19 @@ async def main(rounds: int, mode: str) -> None:
     with PrivateLibvirtd() as daemon:
         uri = daemon.testURI
         keep = await LibvirtConnection.open(uri)  # holds the test driver's state
-        if mode in ("--anchor", "--client"):
+        if mode in ("anchor", "client"):
             await keep.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *args: None)
-        churned = await LibvirtConnection.open(uri)
+        churned = await LibvirtConnection.open(uri) if mode == "client" else None
         noise = subprocess.Popen([sys.executable, "-c", NOISE, uri])
         try:
             for n in range(rounds):
-                if mode == "--client":
+                if churned is not None:
                     await churnRegistrations(churned)
-                    checked = churned
+                    flowing = await receives(churned, uri, f"check-{n}")
                 else:
                     await churnConnections(uri)
                     checked = await LibvirtConnection.open(uri)
-                flowing = await receives(checked, uri, f"check-{n}")
-                if checked is not churned:
+                    flowing = await receives(checked, uri, f"check-{n}")
                     await checked.close()
                 print(f"round {n}: events {'flow' if flowing else 'STOPPED'}", flush=True)
                 if not flowing:
@@ -104,12 +104,17 @@ async def main(rounds: int, mode: str) -> None:
         finally:
             noise.kill()
             noise.wait()
-            await churned.close()
+            if churned is not None:
+                await churned.close()
             await keep.close()
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("rounds", type=int, nargs="?", default=40)
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--anchor", action="store_const", dest="mode", const="anchor")
+    modes.add_argument("--client", action="store_const", dest="mode", const="client")
+    arguments = parser.parse_args()
     libvirt_twisted.install(reactor)
-    modes = [a for a in sys.argv[1:] if a.startswith("--")]
-    counts = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
-    task.react(lambda _: ensureDeferred(main(counts[0] if counts else 40, "".join(modes))))
+    task.react(lambda _: ensureDeferred(main(arguments.rounds, arguments.mode or "daemon")))

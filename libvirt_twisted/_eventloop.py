@@ -159,8 +159,12 @@ class EventLoop:
         return timer.id
 
     def updateTimeout(self, timer: int, timeout: int) -> None:
-        """Change the interval of C{timer}, restarting its countdown."""
-        if timer < 0 and timeout >= 0:
+        """
+        Change the interval of C{timer}, restarting its countdown.  An
+        unknown id is ignored; arming timer -1 is libvirt's trace of a lost
+        event (L{_strandedEvent}).
+        """
+        if timer == -1 and timeout == 0:
             self._strandedEvent()
             return
         with self._lock:
@@ -190,7 +194,9 @@ class EventLoop:
         libvirt armed the timer of an event queue that has none: a thread
         queued an event while another removed the queue's timer with the
         connection's last event registration (libvirt checks for the timer
-        before taking the queue's lock).  That event is never delivered, and
+        before taking the queue's lock).  Queueing is the only caller that
+        sets a timer to 0; keepalive, once stopped, updates timer -1 with its
+        interval, which means nothing.  That event is never delivered, and
         if the connection registers again before its registrations all go,
         none after it is either: say so rather than let it pass in silence.
         """

@@ -27,6 +27,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -66,8 +67,7 @@ class Anchor(ProcessProtocol):
 
     @property
     def pid(self) -> int | None:
-        pid: int | None = self.process.pid
-        return pid
+        return cast("int | None", self.process.pid)
 
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -96,13 +96,14 @@ class Anchor(ProcessProtocol):
         """Fires once the service has connected C{times} times and holds its registration."""
 
         def condition(states: list[str]) -> bool:
-            return self.connections() >= times and states[-1] in ("connected", "reconnected")
+            connections = sum(1 for state in states if state in ("connected", "reconnected"))
+            return connections >= times and states[-1] in ("connected", "reconnected")
 
         d: Deferred[None] = Deferred()
-        if condition(self.states):
-            d.callback(None)
-        elif self.ended.called:
+        if self.ended.called:
             d.errback(RuntimeError(f"the anchor exited: {self.stderr.decode()}"))
+        elif condition(self.states):
+            d.callback(None)
         else:
             self._waiters.append((condition, d))
         return d

@@ -22,7 +22,7 @@ _PRODUCER = textwrap.dedent(
     libvirt.registerErrorHandler(lambda *a: None, None)
     uri, prefix, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     made, conn, i = 0, None, 0
-    while count < 0 or i < count:
+    while count < 0 or made < count:
         # A name is never tried twice: a domain whose destroy was cut off by
         # a fault lives on, and would refuse its name again for ever.
         xml = ("<domain type='test'><name>%s-%d</name><memory>8192</memory>"
@@ -69,9 +69,8 @@ def spawnProducer(
     case: TestCase, uri: str, prefix: str, count: int, pause: float = 0.0
 ) -> Producer:
     """
-    Start a producer trying C{count} domains named C{prefix-N} (for ever if
-    C{count} < 0, then killed at cleanup), riding out daemon restarts;
-    C{ended} fires with how many it made.
+    Start a producer making C{count} domains named C{prefix-N} (for ever if
+    C{count} < 0, then killed at cleanup), riding out daemon restarts.
     """
     producer = Producer()
     transport = reactor.spawnProcess(

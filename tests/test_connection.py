@@ -242,20 +242,18 @@ class DaemonTests(ConnectionTestCase):
         the wrapper cannot miss the close: wrapping fails, holding nothing.
         """
         daemon = startDaemon(self)
+        baseline = LOOP.counts()
         conn = libvirt.open(daemon.testURI)
-        self.addCleanup(conn.close)
         daemon.kill()
         await until(lambda: not conn.isAlive())
         onClose: Deferred[int] = Deferred()
-        self.assertRaises(
-            libvirt.libvirtError,
-            LibvirtConnection,
-            conn,
-            onClose=onClose,
-            onDomainChange=Recorder(),
-        )
+        with self.assertRaises(libvirt.libvirtError):
+            LibvirtConnection(conn, onClose=onClose, onDomainChange=Recorder())
+        conn.close()
+        await LOOP.drain()
         await turns(2)
         self.assertFalse(onClose.called)
+        self.assertEqual(LOOP.counts(), baseline)
 
     async def test_closeTearsDownAndDrains(self) -> None:
         daemon = startDaemon(self)
