@@ -23,18 +23,17 @@ C{virt-admin client-disconnect} spare it.
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 from collections.abc import Callable
 from typing import cast
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+
+from ._harness import spawnPython
 
 _ANCHOR = textwrap.dedent(
     """
@@ -112,15 +111,5 @@ class Anchor(ProcessProtocol):
 def spawnAnchor(case: TestCase, uri: str) -> Anchor:
     """Start an anchor on C{uri}; killed at cleanup."""
     anchor = Anchor()
-    anchor.process = reactor.spawnProcess(
-        anchor, sys.executable, [sys.executable, "-c", _ANCHOR, uri], env=dict(os.environ)
-    )
-
-    def stop() -> Deferred[None] | None:
-        if anchor.ended.called:
-            return None
-        anchor.process.signalProcess("KILL")
-        return anchor.ended
-
-    case.addCleanup(stop)
+    anchor.process = spawnPython(case, anchor, ["-c", _ANCHOR, uri], anchor.ended)
     return anchor

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -17,7 +18,8 @@ from typing import Any, TypeVar, cast
 import libvirt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IProcessTransport, IReactorFromThreads
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
@@ -115,6 +117,29 @@ def until(
 
     check()
     return result
+
+
+def spawnPython(
+    case: TestCase, protocol: ProcessProtocol, args: list[str], ended: Deferred[Any]
+) -> IProcessTransport:
+    """
+    Run this Python with C{args} and this environment, for C{protocol}; at
+    cleanup, unless C{ended} has fired, kill it and wait for C{ended}
+    (whose failure, a killed process's, is expected).
+    """
+    transport = reactor.spawnProcess(
+        protocol, sys.executable, [sys.executable, *args], env=dict(os.environ)
+    )
+
+    def stop() -> Deferred[Any] | None:
+        if ended.called:
+            return None
+        transport.signalProcess("KILL")
+        ended.addErrback(lambda failure: None)
+        return ended
+
+    case.addCleanup(stop)
+    return transport
 
 
 def logMessages(case: SynchronousTestCase) -> list[str]:

@@ -8,16 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+
+from ._harness import spawnPython
 
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
 TWIST = "import sys; from twisted.application.twist._twist import Twist; Twist.main()"
@@ -78,22 +78,14 @@ def spawnMonitor(case: TestCase, *args: str, runner: str = TWISTD) -> Monitor:
     """Start C{libvirt-monitor args} under twistd (or twist); killed at cleanup."""
     monitor = Monitor()
     monitor.logfile = os.path.abspath(case.mktemp())
-    command = [sys.executable, "-c", runner]
+    command = ["-c", runner]
     if runner is TWISTD:
         command += ["-n", "--pidfile=", f"--logfile={monitor.logfile}"]
     else:
         command += [f"--log-file={monitor.logfile}"]
-    monitor.process = reactor.spawnProcess(
-        monitor, sys.executable, [*command, "libvirt-monitor", *args], env=dict(os.environ)
+    monitor.process = spawnPython(
+        case, monitor, [*command, "libvirt-monitor", *args], monitor.ended
     )
-
-    def stop() -> Deferred[int | None] | None:
-        if monitor.ended.called:
-            return None
-        monitor.process.signalProcess("KILL")
-        return monitor.ended
-
-    case.addCleanup(stop)
     return monitor
 
 

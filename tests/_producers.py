@@ -6,15 +6,14 @@ their own, as other clients of a hypervisor would.
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+
+from ._harness import spawnPython
 
 _PRODUCER = textwrap.dedent(
     """
@@ -73,19 +72,6 @@ def spawnProducer(
     C{count} < 0, then killed at cleanup), riding out daemon restarts.
     """
     producer = Producer()
-    transport = reactor.spawnProcess(
-        producer,
-        sys.executable,
-        [sys.executable, "-c", _PRODUCER, uri, prefix, str(count), str(pause)],
-        env=dict(os.environ),
-    )
-
-    def stop() -> Deferred[int] | None:
-        if producer.ended.called:
-            return None
-        transport.signalProcess("KILL")
-        producer.ended.addErrback(lambda f: None)
-        return producer.ended
-
-    case.addCleanup(stop)
+    args = ["-c", _PRODUCER, uri, prefix, str(count), str(pause)]
+    spawnPython(case, producer, args, producer.ended)
     return producer
