@@ -24,7 +24,6 @@ C{virt-admin client-disconnect} spare it.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from typing import cast
 
 from twisted.internet.defer import Deferred
@@ -52,6 +51,9 @@ _ANCHOR = textwrap.dedent(
 )
 
 
+_CONNECTED = ("connected", "reconnected")
+
+
 class Anchor(ProcessProtocol):
     """The anchor process: the states its service went through, in order."""
 
@@ -62,7 +64,7 @@ class Anchor(ProcessProtocol):
         self.stderr = b""
         self.ended: Deferred[None] = Deferred()
         self._buffer = b""
-        self._waiters: list[tuple[Callable[[list[str]], bool], Deferred[None]]] = []
+        self._waiters: list[tuple[int, Deferred[None]]] = []
 
     @property
     def pid(self) -> int | None:
@@ -73,8 +75,8 @@ class Anchor(ProcessProtocol):
         *lines, self._buffer = self._buffer.split(b"\n")
         self.states.extend(line.decode() for line in lines)
         for entry in list(self._waiters):
-            condition, d = entry
-            if condition(self.states):
+            times, d = entry
+            if self._holds(times):
                 self._waiters.remove(entry)
                 d.callback(None)
 
@@ -89,23 +91,21 @@ class Anchor(ProcessProtocol):
 
     def connections(self) -> int:
         """How many times its service has connected so far."""
-        return sum(1 for state in self.states if state in ("connected", "reconnected"))
+        return sum(1 for state in self.states if state in _CONNECTED)
 
     def whenConnected(self, times: int = 1) -> Deferred[None]:
         """Fires once the service has connected C{times} times and holds its registration."""
-
-        def condition(states: list[str]) -> bool:
-            connections = sum(1 for state in states if state in ("connected", "reconnected"))
-            return connections >= times and states[-1] in ("connected", "reconnected")
-
         d: Deferred[None] = Deferred()
         if self.ended.called:
             d.errback(RuntimeError(f"the anchor exited: {self.stderr.decode()}"))
-        elif condition(self.states):
+        elif self._holds(times):
             d.callback(None)
         else:
-            self._waiters.append((condition, d))
+            self._waiters.append((times, d))
         return d
+
+    def _holds(self, times: int) -> bool:
+        return self.connections() >= times and self.states[-1] in _CONNECTED
 
 
 def spawnAnchor(case: TestCase, uri: str) -> Anchor:
