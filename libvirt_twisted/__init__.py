@@ -8,18 +8,19 @@ Deferreds and queues; L{LibvirtService} keeps one open across failures.
 """
 
 from . import events
-from ._calls import InThread, callInThread, inThread, setThreadPoolSize
-from ._connection import LibvirtConnection
+from ._connection import ConnectionState, LibvirtConnection
+from ._connectionstatus import ConnectionStatus
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, install, installed
 from ._queue import EventQueue, EventQueueFinished
 from ._registrations import ConnectionClosedError, UnknownCallbackError
-from ._service import LibvirtService
-from ._status import ConnectionStatus
+from ._service import LibvirtService, ServiceState
+from ._threads import InThread, callInThread, deferToLibvirtPool, inThread, setThreadPoolSize
 from ._uri import maskURI
 
 __all__ = [
     "ConnectionClosedError",
+    "ConnectionState",
     "ConnectionStatus",
     "EventLoop",
     "EventLoopInstallError",
@@ -28,8 +29,10 @@ __all__ = [
     "InThread",
     "LibvirtConnection",
     "LibvirtService",
+    "ServiceState",
     "UnknownCallbackError",
     "callInThread",
+    "deferToLibvirtPool",
     "events",
     "inThread",
     "install",

@@ -1,33 +1,54 @@
 """
 LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
 
-Its event registrations are in C{_registrations.py}; this module holds the
-rest: wrapping, forwarding, delivery to subscribers, the close callback, and
-the teardown when the connection closes.
+The connection holds its L{Registrations} (the events registered with
+libvirt) and a L{Delivery} (how their events reach listeners); this module
+holds the rest: wrapping, forwarding, the close callback, and the one way
+from open to closed.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any
 
 import libvirt
-from twisted.internet.defer import Deferred, DeferredQueue, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from . import _calls
-from ._fanout import CloseDispatcher, Delivery, Entry, FanOut, Key
-from ._inflight import InFlight
+from ._delivery import CloseDispatcher, Delivery, Target
+from ._eventloop import EventLoop
 from ._install import installed
-from ._reactor import onReactorThread
-from ._registrations import Callback, Registrations, _forget, _quietly
+from ._reactor import ThreadsReactor, fromThreads, resolve
+from ._registrations import Registrations, quietly
+from ._registry import Key
+from ._threads import InThread, deferToLibvirtPool
 from ._uri import openURI
 from .events import closeReasonName
 
+log = Logger()
+
 CLOSE_REASON_CLIENT: int = libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT
 
+OnClose = Callable[["LibvirtConnection", int], object] | Deferred[int]
 
-class LibvirtConnection(Registrations):
+
+class ConnectionState(enum.Enum):
+    """
+    Where a L{LibvirtConnection} is in its life.  It only ever moves
+    forward: C{OPEN}, then C{CLOSING} (closed by the program, or lost; no
+    event is delivered any more, and libvirt is being told), then C{CLOSED}
+    (libvirt has let go of everything the connection registered, and
+    C{closeReason} says why it closed).
+    """
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class LibvirtConnection:
     """
     Wraps an open C{libvirt.virConnect} (opened after L{install}): callbacks
     become Deferreds and queues, every event registration made through it is
@@ -38,9 +59,8 @@ class LibvirtConnection(Registrations):
     C{virConnect}, so the wrapper is a drop-in replacement for it.
 
     Callbacks: a plain callable runs inside libvirt's dispatch, as with
-    libvirt itself, so it must not call libvirt (schedule that with
-    C{reactor.callLater(0, ...)}); a Deferred or a queue fires on a later
-    reactor turn, outside the dispatch, where its consumers may call libvirt.
+    libvirt itself; a Deferred or a queue fires on a later reactor turn,
+    outside the dispatch, where its consumers may call libvirt.
 
     Wrapping registers a close callback, and registering an event is a round
     trip on a remote connection: L{open} does both off the reactor thread,
@@ -51,21 +71,27 @@ class LibvirtConnection(Registrations):
         connection closed and every registration was torn down.
     @param onDomainChange: a callable, or a DeferredQueue receiving the
         arguments as a tuple, for every domain lifecycle event.
+    @param reactor: the reactor events are delivered on (the global one by
+        default).
+    @param eventLoop: the event loop libvirt uses (the one L{install}
+        registered, by default); it tells which thread is the reactor's and
+        when libvirt has freed what a closed connection held.
+    @ivar state: the L{ConnectionState}.
+    @ivar closeReason: why the connection closed, once it has.
     """
-
-    log = Logger()
 
     def __init__(
         self,
         conn: libvirt.virConnect,
-        onClose: Callable[[LibvirtConnection, int], object] | Deferred[int] | None = None,
-        onDomainChange: Callback | None = None,
-        reactor: Any = None,
-        _holdQueues: bool = False,
+        onClose: OnClose | None = None,
+        onDomainChange: Target | None = None,
+        reactor: ThreadsReactor | None = None,
+        *,
+        eventLoop: EventLoop | None = None,
     ) -> None:
         if not isinstance(conn, libvirt.virConnect):
             raise TypeError(f"LibvirtConnection wraps a libvirt.virConnect, not {conn!r}")
-        loop = installed()
+        loop = eventLoop if eventLoop is not None else installed()
         if loop is None:
             raise RuntimeError(
                 "call libvirt_twisted.install() before opening the connection to wrap"
@@ -73,17 +99,16 @@ class LibvirtConnection(Registrations):
         if onClose is not None and not (callable(onClose) or isinstance(onClose, Deferred)):
             raise TypeError(f"onClose must be a callable or a Deferred, not {onClose!r}")
         self.virConnect = conn
+        self.state = ConnectionState.OPEN
         self.closeReason: int | None = None
-        self._reactor = _calls._resolve(reactor)
+        self._reactor = resolve(reactor)
+        self._fromThreads = fromThreads(self._reactor)
         self._loop = loop
         self._onClose = onClose
         self._userClose: tuple[Callable[..., object], Any] | None = None
-        self._fanOut = FanOut()
-        self._inFlight = InFlight()
-        self._delivery = Delivery(self._fanOut, self._reactor, hold=_holdQueues)
+        self._delivery = Delivery(self._reactor)
+        self._registrations = Registrations(conn, self._deliver, self._reactor)
         self._waiters: list[Deferred[int]] = []
-        self._closeWaiters: list[Deferred[int]] | None = None
-        self._closeDone = False
         conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         if onDomainChange is not None:
             try:
@@ -91,7 +116,7 @@ class LibvirtConnection(Registrations):
                     None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, onDomainChange
                 )
             except BaseException:
-                _quietly(conn.unregisterCloseCallback)
+                quietly(conn.unregisterCloseCallback)
                 raise
 
     @classmethod
@@ -100,9 +125,9 @@ class LibvirtConnection(Registrations):
         uri: str,
         readOnly: bool = False,
         auth: list[Any] | None = None,
-        onClose: Callable[[LibvirtConnection, int], object] | Deferred[int] | None = None,
-        onDomainChange: Callback | None = None,
-        reactor: Any = None,
+        onClose: OnClose | None = None,
+        onDomainChange: Target | None = None,
+        reactor: ThreadsReactor | None = None,
     ) -> Deferred[LibvirtConnection]:
         """
         Open C{uri} and wrap it, both off the reactor thread (each is a
@@ -114,17 +139,112 @@ class LibvirtConnection(Registrations):
             try:
                 return cls(conn, onClose, onDomainChange, reactor)
             except BaseException:
-                _quietly(conn.close)
+                quietly(conn.close)
                 raise
 
-        return _calls.callInThread(reactor, openAndWrap)
+        return deferToLibvirtPool(reactor, openAndWrap)
 
     def __repr__(self) -> str:
-        state = "closed" if self.closeReason is not None else "open"
-        return f"<LibvirtConnection {state} callbacks={len(self._fanOut)}>"
+        return f"<LibvirtConnection {self.state.value} callbacks={len(self._registrations)}>"
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.virConnect, name)
+
+    # Event registrations, with virConnect's names and signatures.  Each
+    # returns an id of the wrapper's (several listeners may share one
+    # libvirt registration) for the matching deregistration.
+
+    def domainEventRegisterAny(
+        self, dom: libvirt.virDomain | None, eventID: int, cb: Target, opaque: Any = None
+    ) -> int:
+        return self._registrations.subscribe("domain", dom, eventID, cb, opaque)
+
+    def networkEventRegisterAny(
+        self, net: libvirt.virNetwork | None, eventID: int, cb: Target, opaque: Any = None
+    ) -> int:
+        return self._registrations.subscribe("network", net, eventID, cb, opaque)
+
+    def storagePoolEventRegisterAny(
+        self, pool: libvirt.virStoragePool | None, eventID: int, cb: Target, opaque: Any = None
+    ) -> int:
+        return self._registrations.subscribe("storage_pool", pool, eventID, cb, opaque)
+
+    def nodeDeviceEventRegisterAny(
+        self, dev: libvirt.virNodeDevice | None, eventID: int, cb: Target, opaque: Any = None
+    ) -> int:
+        return self._registrations.subscribe("node_device", dev, eventID, cb, opaque)
+
+    def secretEventRegisterAny(
+        self, secret: libvirt.virSecret | None, eventID: int, cb: Target, opaque: Any = None
+    ) -> int:
+        return self._registrations.subscribe("secret", secret, eventID, cb, opaque)
+
+    def domainEventDeregisterAny(self, callbackID: int) -> None:
+        self._registrations.unsubscribe("domain", callbackID)
+
+    def networkEventDeregisterAny(self, callbackID: int) -> None:
+        self._registrations.unsubscribe("network", callbackID)
+
+    def storagePoolEventDeregisterAny(self, callbackID: int) -> None:
+        self._registrations.unsubscribe("storage_pool", callbackID)
+
+    def nodeDeviceEventDeregisterAny(self, callbackID: int) -> None:
+        self._registrations.unsubscribe("node_device", callbackID)
+
+    def secretEventDeregisterAny(self, callbackID: int) -> None:
+        self._registrations.unsubscribe("secret", callbackID)
+
+    def subscribe(
+        self, family: str, eventID: int, callback: Target, opaque: Any = None, obj: Any = None
+    ) -> int:
+        """
+        The generic form of the C{*EventRegisterAny} methods: C{family} is
+        one of C{domain}, C{network}, C{storage_pool}, C{node_device},
+        C{secret}; C{obj}, an object of that family, limits the events to
+        it.  Any thread; a round trip when the first of its event and
+        object.  Returns the id that L{unsubscribe} takes.
+        """
+        return self._registrations.subscribe(family, obj, eventID, callback, opaque)
+
+    def unsubscribe(self, callbackID: int) -> Deferred[None]:
+        """
+        Deregister a callback of any family, without blocking: from now on
+        it receives nothing, and if it was the last of its event and object,
+        libvirt is told on the call pool.  The Deferred fires once that is
+        done (at once if nothing needed telling); a refusal is logged.
+
+        @raise UnknownCallbackError: no callback has that id here (a closed
+            connection has none).
+        """
+        return self._registrations.unsubscribe(None, callbackID, background=True)
+
+    def tracked(self) -> list[tuple[str, int, int]]:
+        """
+        Every live registration made through the wrapper: (family, event id,
+        id), from the moment its round trip to libvirt starts.
+        """
+        return self._registrations.tracked()
+
+    def deregisterCallbacks(self) -> None:
+        """
+        Deregister everything registered through the *EventRegisterAny
+        methods.  Should libvirt refuse some, the rest still go, and the
+        first refusal is raised.
+        """
+        self._registrations.deregisterAll()
+
+    def domainEventRegister(self, *args: object) -> None:
+        raise NotImplementedError(
+            "LibvirtConnection does not support the legacy domainEventRegister():"
+            " pass onDomainChange to receive lifecycle events, or use"
+            " domainEventRegisterAny()"
+        )
+
+    def domainEventDeregister(self, *args: object) -> None:
+        raise NotImplementedError(
+            "LibvirtConnection does not support the legacy domainEventDeregister():"
+            " lifecycle callbacks come through onDomainChange"
+        )
 
     def registerCloseCallback(self, cb: Callable[..., object], opaque: Any = None) -> int:
         """
@@ -146,7 +266,7 @@ class LibvirtConnection(Registrations):
     # Lifetime.
 
     @property
-    def inThread(self) -> _calls.InThread:
+    def inThread(self) -> InThread:
         """
         This connection's methods (its own registrations included), run on
         the libvirt call pool, returning Deferreds.
@@ -154,7 +274,7 @@ class LibvirtConnection(Registrations):
         return _WrapperInThread(self, self._reactor)
 
     def whenClosed(self) -> Deferred[int]:
-        """A Deferred that fires with the close reason once the teardown is done."""
+        """A Deferred that fires with the close reason once the connection is closed."""
         if self.closeReason is not None:
             return succeed(self.closeReason)
         waiter: Deferred[int] = Deferred()
@@ -169,89 +289,36 @@ class LibvirtConnection(Registrations):
         before) once libvirt has freed what the connection had registered with
         the event loop.
         """
-        if self._closeDone:
-            assert self.closeReason is not None
-            return succeed(self.closeReason)
-        waiter: Deferred[int] = Deferred()
-        if self._closeWaiters is not None:
-            self._closeWaiters.append(waiter)
-            return waiter
-        self._closeWaiters = [waiter]
-        subscribers, entries = self._fanOut.clear(close=True)
-        _forget(subscribers)
+        return self._closeDown(CLOSE_REASON_CLIENT)
 
-        def closed(_: object) -> None:
-            self._finish(CLOSE_REASON_CLIENT)
-            assert self.closeReason is not None
-            assert self._closeWaiters is not None
-            waiters, self._closeWaiters = self._closeWaiters, []
-            self._closeDone = True
-            for each in waiters:
-                each.callback(self.closeReason)
+    def _closeDown(self, reason: int) -> Deferred[int]:
+        """
+        The one way from open to closed, on the reactor thread: no listener
+        hears anything more, then, on the call pool, the calls under way end,
+        libvirt is told, and the virConnect is closed; once libvirt has freed
+        what it held, the connection is closed for C{reason}.
+        """
+        closed = self.whenClosed()
+        if self.state is not ConnectionState.OPEN:
+            return closed
+        self._moveTo(ConnectionState.CLOSING, reason)
+        leftovers = self._registrations.shutDown()
 
-        done = _calls.callInThread(self._reactor, self._closeNow, entries)
-        done.addErrback(lambda f: self.log.failure("closing {conn!r} failed", f, conn=self))
+        def letGo() -> None:
+            self._registrations.release(leftovers)
+            quietly(self.virConnect.unregisterCloseCallback)
+            quietly(self.virConnect.close)
+
+        done = deferToLibvirtPool(self._reactor, letGo)
+        done.addErrback(lambda f: log.failure("closing {conn} failed", f, conn=repr(self)))
         done.addCallback(lambda _: self._loop.drain())
-        done.addCallback(closed)
-        return waiter
+        done.addCallback(lambda _: self._closed(reason))
+        return closed
 
-    def _closeNow(self, entries: list[Entry] | None = None) -> None:
-        """
-        Deregister everything (or C{entries}, already taken from the fan-out)
-        and close the virConnect, blocking: on the call pool, or in the thread
-        that is still building the connection.
-        """
-        if entries is None:
-            subscribers, entries = self._fanOut.clear(close=True)
-            _forget(subscribers)
-        self._inFlight.close()
-        self._deregisterAll(entries, quiet=True)
-        _quietly(self.virConnect.unregisterCloseCallback)
-        _quietly(self.virConnect.close)
-
-    # Delivery.
-
-    def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
-        """libvirt's dispatch of one event: call or queue every subscriber of C{key}."""
-        if not onReactorThread():
-            self._reactor.callFromThread(self._deliver, key, args)
-            return
-        self._delivery.deliver(self, key, args)
-
-    def _enqueue(self, queue: DeferredQueue[Any], item: object) -> None:
-        """Put C{item} in C{queue} on the next reactor turn, in order with events."""
-        self._delivery.enqueue(queue, item)
-
-    def _release(self, first: list[tuple[DeferredQueue[Any], object]]) -> None:
-        """Start delivering to queues (held since wrapping), C{first} before the rest."""
-        self._delivery.release(first)
-
-    # Closing.
-
-    def _libvirtClosed(self, reason: int) -> None:
-        """libvirt's close callback: any thread, inside libvirt's dispatch."""
-        if onReactorThread():
-            self._reactor.callLater(0, self._lost, reason)
-        else:
-            self._reactor.callFromThread(self._lost, reason)
-
-    def _lost(self, reason: int) -> None:
-        """Tear down a connection that libvirt closed, outside its dispatch."""
-        if self._fanOut.closed:
-            return
-        subscribers, entries = self._fanOut.clear(close=True)
-        _forget(subscribers)
-        self.log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
-        if not self._inFlight.enter():
-            return  # closing has begun, and tears it all down
-        done = self._inBackground("tearing down", entries, last=True)
-        done.addCallback(lambda _: self._finish(reason))
-
-    def _finish(self, reason: int) -> None:
-        """Record the reason and tell everyone who asked; only the first time counts."""
-        if self.closeReason is not None:
-            return
+    def _closed(self, reason: int) -> None:
+        """Tell everyone who asked that the connection is closed."""
         self.closeReason = reason
+        self._moveTo(ConnectionState.CLOSED, reason)
         onClose, self._onClose = self._onClose, None
         userClose, self._userClose = self._userClose, None
         if isinstance(onClose, Deferred):
@@ -264,8 +331,39 @@ class LibvirtConnection(Registrations):
         for waiter in waiters:
             waiter.callback(reason)
 
+    def _moveTo(self, state: ConnectionState, reason: int) -> None:
+        log.debug(
+            "{conn} -> {state} ({reason})",
+            conn=repr(self),
+            state=state.value,
+            reason=closeReasonName(reason),
+        )
+        self.state = state
 
-class _WrapperInThread(_calls.InThread):
+    # What libvirt calls.
+
+    def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
+        """libvirt's dispatch of one event: call or queue every listener of C{key}."""
+        if not self._loop.onReactorThread():
+            self._fromThreads.callFromThread(self._deliver, key, args)
+            return
+        for listener in self._registrations.listenersOf(key):
+            self._delivery.give(listener.target, (self, *args, listener.opaque))
+
+    def _libvirtClosed(self, reason: int) -> None:
+        """libvirt's close callback: any thread, inside libvirt's dispatch."""
+        if self._loop.onReactorThread():
+            self._reactor.callLater(0, self._lost, reason)
+        else:
+            self._fromThreads.callFromThread(self._lost, reason)
+
+    def _lost(self, reason: int) -> None:
+        if self.state is ConnectionState.OPEN:
+            log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
+        self._closeDown(reason)
+
+
+class _WrapperInThread(InThread):
     """
     A wrapper's methods on the call pool, except those that already return
     Deferreds and must stay on the reactor thread.
@@ -282,4 +380,4 @@ def _safely(function: Callable[..., object], *args: Any) -> None:
     try:
         function(*args)
     except Exception:
-        LibvirtConnection.log.failure("close callback {callback!r} raised", callback=function)
+        log.failure("close callback {callback!r} raised", callback=function)

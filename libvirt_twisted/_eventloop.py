@@ -207,6 +207,10 @@ class EventLoop:
             " on it is gone"
         )
 
+    def onReactorThread(self) -> bool:
+        """Whether the caller is on the thread that runs this loop's reactor."""
+        return self._isReactorThread()
+
     # Idleness, for programs that must not stop the reactor too early.
 
     def isIdle(self) -> bool:
@@ -242,6 +246,13 @@ class EventLoop:
         which says nothing about libvirt's fds, so libvirt must not hear of it.
         """
         self._shuttingDown = True
+
+    def shutDown(self) -> None:
+        """
+        The reactor is shutting down and the services have closed their
+        connections: run the free callbacks still due, from a clean stack.
+        """
+        self._flush()
 
     # Applying changes to the reactor.
 

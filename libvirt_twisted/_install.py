@@ -77,7 +77,7 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
         # that.  Once the "before" phase (services closing connections) is
         # over, run the free callbacks that are still due, from a clean stack.
         addTrigger("before", "shutdown", loop.shuttingDown)
-        addTrigger("during", "shutdown", loop._flush)
+        addTrigger("during", "shutdown", loop.shutDown)
     log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
     return loop
 

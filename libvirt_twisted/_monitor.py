@@ -11,29 +11,39 @@ consumer can resynchronise after a gap.
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 import libvirt
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python import usage
 
 from . import events
-from ._calls import callInThread, setThreadPoolSize
 from ._connection import LibvirtConnection
+from ._connectionstatus import ConnectionStatus
 from ._install import install
-from ._records import Format, RecordWriter
+from ._monitoroutput import Output
+from ._reactor import EventLoopReactor, ThreadsReactor
 from ._service import LibvirtService
-from ._status import ConnectionStatus
+from ._threads import deferToLibvirtPool, setThreadPoolSize
 from ._uri import checkURI, maskURI
 
 log = Logger()
 
 DEFAULT_URI = "test:///default"
+
+
+class MonitorReactor(ThreadsReactor, EventLoopReactor, Protocol):
+    """What the monitor needs of the reactor it runs on."""
+
+    def callWhenRunning(self, callable: Any, /, *args: Any, **kw: Any) -> Any: ...
+    def callFromThread(self, callable: Any, /, *args: Any, **kw: Any) -> None: ...
+    def stop(self) -> None: ...
+    def seconds(self) -> float: ...
 
 
 class Options(usage.Options):
@@ -95,8 +105,9 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """The monitor: one watched connection per URI, writing to one output."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as globalReactor
 
+    reactor = cast(MonitorReactor, globalReactor)
     install(reactor)
     uris: list[str] = options["uris"]
     # Opening, keepalive and inventory calls run in threads: enough for every
@@ -131,7 +142,7 @@ class MonitorService(MultiService):
     closes after every host has stopped and written its last record.
     """
 
-    def __init__(self, output: Output, reactor: Any) -> None:
+    def __init__(self, output: Output, reactor: MonitorReactor) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.output = output
         self._reactor = reactor
@@ -220,49 +231,13 @@ class HostMonitor(Service):
         d.addCallbacks(write, failed)
 
 
-class Output:
-    """The records' destination, open while the monitor runs."""
-
-    def __init__(self, path: str, format: Format, clock: Callable[[], float]) -> None:
-        self._path = path
-        self._format = format
-        self._clock = clock
-        self._stream: IO[str] | None = None
-        self._writer: RecordWriter | None = None
-
-    def open(self) -> None:
-        if self._path == "-":
-            # twistd points sys.stdout at its log; records go to the real one.
-            self._stream = sys.__stdout__
-        else:
-            self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-        assert self._stream is not None
-        self._writer = RecordWriter(self._stream, self._format, self._clock)
-
-    def close(self) -> None:
-        if self._stream is not None and self._path != "-":
-            self._stream.close()
-        self._writer = None
-
-    def event(self, uri: str, event: events.Event) -> None:
-        self._open().event(uri, event)
-
-    def write(self, uri: str, kind: str, fields: dict[str, Any]) -> None:
-        self._open().write(uri, kind, fields)
-
-    def _open(self) -> RecordWriter:
-        if self._writer is None:
-            raise RuntimeError("the monitor's output is not open")
-        return self._writer
-
-
 class _DemoDriver(Service):
     """Starts, pauses, resumes and destroys a test domain every second."""
 
-    def __init__(self, uris: list[str], reactor: Any) -> None:
+    def __init__(self, uris: list[str], reactor: ThreadsReactor) -> None:
         self._uris = uris
         self._reactor = reactor
-        self._call: Any = None
+        self._call: IDelayedCall | None = None
         self._count = 0
 
     def startService(self) -> None:
@@ -278,7 +253,7 @@ class _DemoDriver(Service):
         self._count += 1
         name = f"demo-{self._count}"
         for uri in self._uris:
-            d = callInThread(self._reactor, self.cycle, uri, name)
+            d = deferToLibvirtPool(self._reactor, self.cycle, uri, name)
             d.addErrback(self._failed, uri)
         self._call = self._reactor.callLater(1.0, self._step)
 
@@ -305,10 +280,10 @@ class _DemoDriver(Service):
 class _StopAfter(Service):
     """Stops the reactor after a while: the monitor then shuts down cleanly."""
 
-    def __init__(self, seconds: float, reactor: Any) -> None:
+    def __init__(self, seconds: float, reactor: MonitorReactor) -> None:
         self._seconds = seconds
         self._reactor = reactor
-        self._call: Any = None
+        self._call: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

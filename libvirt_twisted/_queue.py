@@ -10,7 +10,7 @@ from typing import TypeVar
 from twisted.internet.defer import Deferred, DeferredQueue, fail
 from twisted.logger import Logger
 
-from ._status import ConnectionStatus
+from ._connectionstatus import ConnectionStatus
 
 T = TypeVar("T")
 

@@ -1,29 +1,33 @@
 """
-Tracked event registration, the half of L{LibvirtConnection} that talks to
-libvirt about events: one libvirt registration per event and object, fanned
-out to any number of subscribers, each deregistered when it leaves; and no
-libvirt call on the virConnect while closing it.
+A connection's event registrations with libvirt: one libvirt registration
+per event and object, shared by any number of listeners, each deregistered
+when it leaves; and no libvirt call on the virConnect once closing has begun.
 
-@see: C{_connection.py} for the other half: the connection's lifetime.
+L{LibvirtConnection} holds one L{Registrations} and forwards its
+C{*EventRegisterAny} methods to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import libvirt
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.logger import Logger
 
-from . import _calls
-from ._fanout import FAMILIES, Dispatcher, Entry, FanOut, FanOutClosed, Key, Subscriber
-from ._inflight import InFlight
+from . import _families
+from ._callgate import CallGate
+from ._delivery import Dispatcher, Target
 from ._queue import EventQueue
+from ._reactor import ThreadsReactor
+from ._registry import Key, Listener, Registration, Registry, RegistryClosed
+from ._threads import deferToLibvirtPool
 from .events import checkEventID
 
-Callback = Callable[..., object] | DeferredQueue[Any]
+log = Logger()
 
 
 class UnknownCallbackError(ValueError):
@@ -36,247 +40,228 @@ class ConnectionClosedError(RuntimeError):
 
 class Registrations:
     """
-    The C{*EventRegisterAny} / C{*EventDeregisterAny} methods, with
-    virConnect's names and signatures, for L{LibvirtConnection} to inherit.
-    Each registration returns an id of the wrapper's (several subscribers
-    may share one libvirt registration) for the matching deregistration.
+    Registering may happen on any thread: the L{Registry} is updated under
+    its lock, libvirt is called with no lock held, and every such call
+    passes through the L{CallGate} that closing shuts and waits on.
 
-    Registering may happen on any thread: L{FanOut} is updated under its
-    lock, libvirt is called with no lock held, and L{InFlight} counts every
-    such call so that closing waits for them.
+    @param virConnect: the connection to register on.
+    @param deliver: where libvirt's dispatch of an event for a key goes; a
+        bound method, held weakly (libvirt keeps its callbacks alive from C,
+        where the garbage collector cannot see a cycle).
+    @param reactor: whose call pool runs deregistrations in the background.
     """
 
-    log: Logger
-    virConnect: libvirt.virConnect
-    _reactor: Any
-    _fanOut: FanOut
-    _inFlight: InFlight
+    def __init__(
+        self,
+        virConnect: libvirt.virConnect,
+        deliver: Callable[[Key, tuple[Any, ...]], None],
+        reactor: ThreadsReactor,
+    ) -> None:
+        self._virConnect = virConnect
+        self._deliver = weakref.WeakMethod(deliver)
+        self._reactor = reactor
+        self._registry = Registry()
+        self._gate = CallGate()
 
-    def _deliver(self, key: Key, args: tuple[Any, ...]) -> None:
-        """libvirt's dispatch of one event for C{key}: the connection's to define."""
-        raise NotImplementedError
+    def __len__(self) -> int:
+        return len(self._registry)
 
-    def domainEventRegisterAny(
-        self, dom: libvirt.virDomain | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("domain", dom, eventID, cb, opaque)
+    @property
+    def shut(self) -> bool:
+        """Whether closing has begun: no listener is taken any more."""
+        return self._registry.closed
 
-    def networkEventRegisterAny(
-        self, net: libvirt.virNetwork | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("network", net, eventID, cb, opaque)
-
-    def storagePoolEventRegisterAny(
-        self, pool: libvirt.virStoragePool | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("storage_pool", pool, eventID, cb, opaque)
-
-    def nodeDeviceEventRegisterAny(
-        self, dev: libvirt.virNodeDevice | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("node_device", dev, eventID, cb, opaque)
-
-    def secretEventRegisterAny(
-        self, secret: libvirt.virSecret | None, eventID: int, cb: Callback, opaque: Any = None
-    ) -> int:
-        return self._subscribe("secret", secret, eventID, cb, opaque)
-
-    def domainEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("domain", callbackID)
-
-    def networkEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("network", callbackID)
-
-    def storagePoolEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("storage_pool", callbackID)
-
-    def nodeDeviceEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("node_device", callbackID)
-
-    def secretEventDeregisterAny(self, callbackID: int) -> None:
-        self._unsubscribe("secret", callbackID)
+    def listenersOf(self, key: Key) -> tuple[Listener, ...]:
+        """The listeners of C{key} right now."""
+        return self._registry.listenersOf(key)
 
     def tracked(self) -> list[tuple[str, int, int]]:
-        """
-        Every live registration made through the wrapper: (family, event id,
-        id), from the moment its round trip to libvirt starts.
-        """
-        return self._fanOut.tracked()
+        """(family, event id, listener id) of every listener."""
+        return self._registry.tracked()
 
-    def deregisterCallbacks(self) -> None:
-        """
-        Deregister everything registered through the *EventRegisterAny
-        methods.  Should libvirt refuse some, the rest still go, and the
-        first refusal is raised.
-        """
-        if not self._inFlight.enter():
-            return  # closing, which deregisters everything
-        try:
-            subscribers, entries = self._fanOut.clear()
-            _forget(subscribers)
-            self._deregisterAll(entries, quiet=self._fanOut.closed)
-        finally:
-            self._inFlight.leave()
-
-    def domainEventRegister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventRegister():"
-            " pass onDomainChange to receive lifecycle events, or use"
-            " domainEventRegisterAny()"
-        )
-
-    def domainEventDeregister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventDeregister():"
-            " lifecycle callbacks come through onDomainChange"
-        )
-
-    # The machinery.
-
-    def _subscribe(self, family: str, obj: Any, eventID: int, cb: Callback, opaque: Any) -> int:
-        """Register C{cb}; any thread (a round trip when first of its key)."""
-        spec = FAMILIES[family]
-        checkEventID(family, eventID)
-        checkCallback(cb)
-        queue = cb if isinstance(cb, DeferredQueue) else None
-        if obj is not None and not isinstance(obj, spec.objectType):
-            raise TypeError(f"{family} events filter on a {spec.objectType.__name__}, not {obj!r}")
-        key: Key = (family, eventID, None if obj is None else spec.objectKey(obj))
-        callback = None if isinstance(cb, DeferredQueue) else cb
-        if not self._inFlight.enter():
-            raise ConnectionClosedError(f"cannot register on {self!r}: it is closed")
-        try:
-            try:
-                subscriber, entry, fresh = self._fanOut.add(key, callback, queue, opaque)
-            except FanOutClosed:
-                raise ConnectionClosedError(f"cannot register on {self!r}: it is closed") from None
-            if fresh:
-                self._register(entry, obj, eventID)
-            else:
-                self._joined(entry, subscriber)
-        finally:
-            self._inFlight.leave()
-        subscriberId = subscriber.id
-        if isinstance(queue, EventQueue):
-            subscriber.forget = queue.registered(
-                lambda: self._unsubscribe(family, subscriberId, missingOK=True, background=True)
+    def subscribe(
+        self, familyName: str, obj: Any, eventID: int, target: Target, opaque: Any
+    ) -> int:
+        """Add a listener; any thread (a round trip when first of its key)."""
+        family = _families.family(familyName)
+        checkEventID(family.name, eventID)
+        checkCallback(target)
+        if obj is not None and not isinstance(obj, family.objectType):
+            raise TypeError(
+                f"{family.name} events filter on a {family.objectType.__name__}, not {obj!r}"
             )
-            if not self._fanOut.tracks(subscriberId):
-                _forget([subscriber])  # the connection closed meanwhile
-        return subscriberId
-
-    def _register(self, entry: Entry, obj: Any, eventID: int) -> None:
-        """
-        The libvirt half of a first subscription, no lock held, counted in
-        flight: the virConnect must not close under it.
-        """
-        register = getattr(self.virConnect, FAMILIES[entry.key[0]].register)
+        key: Key = (family.name, eventID, None if obj is None else family.keyOf(obj))
+        if not self._gate.enter():
+            raise _closed()
         try:
-            predecessor, entry.predecessor = entry.predecessor, None
-            if predecessor is not None:
-                # libvirt refuses a key it still holds for subscribers gone.
-                predecessor.departure.wait()
-            libvirtId = register(obj, eventID, Dispatcher(self._deliver, entry.key), None)
-        except BaseException as e:
-            _forget(self._fanOut.abandon(entry, e))
-            raise
-        if not self._fanOut.registered(entry, libvirtId):
-            # Closed, or left by its subscribers, while libvirt registered
-            # it; whoever took the entry saw no id, and deregisters nothing.
             try:
-                self._deregisterId(entry.key[0], libvirtId, quiet=True)
-            finally:
-                self._fanOut.departed(entry)
-            if self._fanOut.closed:
-                raise ConnectionClosedError(f"{self!r} closed while registering")
+                listener, registration, fresh = self._registry.add(key, target, opaque)
+            except RegistryClosed:
+                raise _closed() from None
+            if fresh:
+                self._register(registration, obj, eventID)
+            else:
+                self._joined(registration, listener)
+        finally:
+            self._gate.leave()
+        listenerId = listener.id
+        if isinstance(target, EventQueue):
+            listener.forget = target.registered(
+                lambda: self.unsubscribe(family.name, listenerId, missingOK=True, background=True)
+            )
+            if not self._registry.tracks(listenerId):
+                _forget([listener])  # the connection closed meanwhile
+        return listenerId
 
-    def _joined(self, entry: Entry, subscriber: Subscriber) -> None:
+    def unsubscribe(
+        self,
+        familyName: str | None,
+        listenerId: int,
+        missingOK: bool = False,
+        background: bool = False,
+    ) -> Deferred[None]:
         """
-        A subscriber joined a registration that may still be under way in
-        another thread: it holds once that one does, and fails as it fails.
+        Forget a listener (of C{familyName}, unless L{None}); deregister from
+        libvirt if it was the last of its key, here or (C{background}) on
+        the call pool.  The Deferred fires once libvirt has been told.
         """
-        entry.settled.wait()
-        if entry.error is not None:
-            raise _again(entry.error)
-        if self._fanOut.closed and not self._fanOut.tracks(subscriber.id):
-            raise ConnectionClosedError(f"{self!r} closed while registering")
-
-    def _unsubscribe(
-        self, family: str, callbackID: int, missingOK: bool = False, background: bool = False
-    ) -> None:
-        """
-        Forget a subscriber; deregister from libvirt if it was the last of
-        its key, here or (C{background}) on the call pool.
-        """
-        # Once closing has begun the fan-out is empty, and closing frees
+        # Once closing has begun the registry is empty, and closing frees
         # whatever libvirt still holds.
-        entered = self._inFlight.enter()
+        entered = self._gate.enter()
         try:
-            subscriber, entry = self._fanOut.remove(callbackID, family)
+            listener, registration = self._registry.remove(listenerId, familyName)
         except KeyError:
             if entered:
-                self._inFlight.leave()
+                self._gate.leave()
             if missingOK:
-                return
+                return succeed(None)
+            kind = f"{familyName} event" if familyName else "event"
             raise UnknownCallbackError(
-                f"no {family} event callback with id {callbackID!r} on {self!r}"
+                f"no {kind} callback with id {listenerId!r} on this connection"
             ) from None
-        _forget([subscriber])
+        _forget([listener])
         if not entered:
-            return
-        if entry is None or entry.libvirtId is None:
-            self._inFlight.leave()
+            return succeed(None)
+        if registration is None or registration.libvirtId is None:
+            self._gate.leave()
         elif background:
-            self._inBackground("deregistering on", [entry])
+            return self._inBackground(registration)
         else:
             try:
-                self._libvirtDeregister(entry, quiet=self._fanOut.closed)
+                self._libvirtDeregister(registration, quiet=self._registry.closed)
             finally:
-                self._inFlight.leave()
+                self._gate.leave()
+        return succeed(None)
 
-    def _inBackground(self, what: str, entries: list[Entry], last: bool = False) -> Deferred[None]:
+    def deregisterAll(self) -> None:
         """
-        Deregister C{entries} (and with C{last} the close callback) on the
-        call pool, as one call counted in flight (the caller has entered):
-        closing waits for it, or runs it itself if no pool thread has yet.
+        Deregister every listener.  Should libvirt refuse some, the rest
+        still go, and the first refusal is raised.
         """
+        if not self._gate.enter():
+            return  # closing, which deregisters everything
+        try:
+            listeners, registrations = self._registry.clear()
+            _forget(listeners)
+            self._deregisterAll(registrations, quiet=self._registry.closed)
+        finally:
+            self._gate.leave()
 
-        def deregister() -> None:
-            self._deregisterAll(entries, quiet=True)
-            if last:
-                _quietly(self.virConnect.unregisterCloseCallback)
+    def shutDown(self) -> list[Registration]:
+        """
+        Closing begins: refuse new listeners and forget the present ones.
+        Returns what libvirt still holds, for L{release}.
+        """
+        listeners, registrations = self._registry.clear(close=True)
+        _forget(listeners)
+        return registrations
 
-        run = self._inFlight.later(deregister)
-        for entry in entries:
-            entry.departure.offer(run)
-        d = _calls.callInThread(self._reactor, run)
-        d.addErrback(lambda f: self.log.failure("{what} {conn!r} failed", f, what=what, conn=self))
+    def release(self, registrations: list[Registration]) -> None:
+        """
+        Blocking, off the reactor thread: wait for the libvirt calls under
+        way (running those still queued for the pool), then deregister
+        C{registrations}, quietly: a lost connection refuses but frees.
+        """
+        self._gate.close()
+        self._deregisterAll(registrations, quiet=True)
+
+    # The libvirt side.
+
+    def _register(self, registration: Registration, obj: Any, eventID: int) -> None:
+        """
+        The libvirt half of a key's first listener, no lock held, inside
+        the gate: the virConnect must not close under it.
+        """
+        family = _families.family(registration.key[0])
+        register = getattr(self._virConnect, family.register)
+        try:
+            predecessor, registration.predecessor = registration.predecessor, None
+            if predecessor is not None:
+                # libvirt refuses a key it still holds for listeners gone.
+                predecessor.departure.wait()
+            dispatcher = Dispatcher(self._deliver, registration.key)
+            libvirtId = register(obj, eventID, dispatcher, None)
+        except BaseException as e:
+            _forget(self._registry.abandon(registration, e))
+            raise
+        if not self._registry.registered(registration, libvirtId):
+            # Closed, or left by its listeners, while libvirt registered
+            # it; whoever took it saw no id, and deregisters nothing.
+            try:
+                self._deregisterId(family.name, libvirtId, quiet=True)
+            finally:
+                self._registry.departed(registration)
+            if self._registry.closed:
+                raise ConnectionClosedError("the connection closed while registering")
+
+    def _joined(self, registration: Registration, listener: Listener) -> None:
+        """
+        A listener joined a registration that may still be under way in
+        another thread: it holds once that one does, and fails as it fails.
+        """
+        registration.settled.wait()
+        if registration.error is not None:
+            raise _again(registration.error)
+        if self._registry.closed and not self._registry.tracks(listener.id):
+            raise ConnectionClosedError("the connection closed while registering")
+
+    def _inBackground(self, registration: Registration) -> Deferred[None]:
+        """
+        Deregister C{registration} on the call pool, as one call inside the
+        gate (the caller has entered): closing waits for it, or runs it
+        itself if no pool thread has yet, and so may the key's next
+        registrant.
+        """
+        run = self._gate.later(lambda: self._deregisterAll([registration], quiet=True))
+        registration.departure.offer(run)
+        d = deferToLibvirtPool(self._reactor, run)
+        d.addErrback(lambda f: log.failure("deregistering in the background failed", f))
         return d
 
-    def _deregisterAll(self, entries: list[Entry], quiet: bool) -> None:
+    def _deregisterAll(self, registrations: list[Registration], quiet: bool) -> None:
         """
-        Deregister left entries, every one even if some fail (a waiting
-        registrant must not wait for ever); raise the first failure.
+        Deregister left registrations, every one even if some fail (a
+        waiting registrant must not wait for ever); raise the first failure.
         """
         failure: Exception | None = None
-        for entry in entries:
+        for registration in registrations:
             try:
-                self._libvirtDeregister(entry, quiet)
+                self._libvirtDeregister(registration, quiet)
             except Exception as e:
                 failure = failure or e
         if failure is not None:
             raise failure
 
-    def _libvirtDeregister(self, entry: Entry, quiet: bool) -> None:
-        """Deregister a left entry (one still registering is its registrant's to undo)."""
-        if entry.libvirtId is not None:
+    def _libvirtDeregister(self, registration: Registration, quiet: bool) -> None:
+        """Deregister a left registration (one still registering is its registrant's to undo)."""
+        if registration.libvirtId is not None:
             try:
-                self._deregisterId(entry.key[0], entry.libvirtId, quiet)
+                self._deregisterId(registration.key[0], registration.libvirtId, quiet)
             finally:
-                self._fanOut.departed(entry)
+                self._registry.departed(registration)
 
-    def _deregisterId(self, family: str, libvirtId: int, quiet: bool) -> None:
-        deregister = getattr(self.virConnect, FAMILIES[family].deregister)
+    def _deregisterId(self, familyName: str, libvirtId: int, quiet: bool) -> None:
+        deregister = getattr(self._virConnect, _families.family(familyName).deregister)
         try:
             deregister(libvirtId)
         except libvirt.libvirtError:
@@ -293,29 +278,33 @@ def checkCallback(callback: object) -> None:
         raise ValueError(f"{callback!r} is finished: it receives no more events")
 
 
-def _forget(subscribers: list[Subscriber]) -> None:
-    """Drop the queues' hooks for subscribers that are gone (and the cycles they make)."""
-    for subscriber in subscribers:
-        forget, subscriber.forget = subscriber.forget, None
+def quietly(function: Callable[[], object]) -> None:
+    """Call C{function}; a lost connection makes libvirt refuse, and that is fine."""
+    with contextlib.suppress(libvirt.libvirtError):
+        function()
+
+
+def _closed() -> ConnectionClosedError:
+    return ConnectionClosedError("cannot register on this connection: it is closed")
+
+
+def _forget(listeners: list[Listener]) -> None:
+    """Drop the queues' hooks for listeners that are gone (and the cycles they make)."""
+    for listener in listeners:
+        forget, listener.forget = listener.forget, None
         if forget is not None:
             forget()
 
 
 def _again(error: BaseException) -> BaseException:
     """
-    The error of a registration, to raise in a subscriber that joined it:
+    The error of a registration, to raise in a listener that joined it:
     a copy, since the registrant's thread raises the original.
     """
     if isinstance(error, libvirt.libvirtError):
         copy = libvirt.libvirtError(str(error))
         copy.args, copy.err = error.args, error.err
         return copy
-    again = RuntimeError(f"the registration this subscriber joined failed: {error!r}")
+    again = RuntimeError(f"the registration this listener joined failed: {error!r}")
     again.__cause__ = error
     return again
-
-
-def _quietly(function: Callable[[], object]) -> None:
-    """Call C{function}; a lost connection makes libvirt refuse, and that is fine."""
-    with contextlib.suppress(libvirt.libvirtError):
-        function()

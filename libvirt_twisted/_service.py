@@ -6,36 +6,64 @@ registers its subscriptions, all off the reactor thread (each is a round trip
 that a frozen daemon could hold forever, and keepalive needs the reactor to
 notice); when the connection is lost it reconnects with backoff and registers
 them again, telling observers (and queue subscribers, in-band) of the gap.
+
+Its life is a L{ServiceState}; it uses nothing of L{LibvirtConnection} but
+its public methods.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import libvirt
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    fail,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import _calls
-from ._connection import LibvirtConnection
-from ._fanout import Delivery
+from ._attempt import Attempt, Connector, Opener, SetUp, setUp
+from ._audience import Audience
+from ._connection import ConnectionState, LibvirtConnection
+from ._connectionstatus import ConnectionStatus, State
+from ._delivery import Target
+from ._eventloop import EventLoop
 from ._install import installed
-from ._registrations import Callback, _quietly
-from ._status import ConnectionStatus, State
-from ._subscriptions import Registered, Subscription, Subscriptions
-from ._uri import checkURI, maskURI, openURI, scrubber
+from ._reactor import Scheduler, ThreadsReactor, resolve
+from ._subscriptions import Subscriptions
+from ._threads import deferToLibvirtPool
+from ._uri import checkURI, maskURI, openURI, scrubber, scrubFailure
 from .events import closeReasonName
+
+log = Logger()
+
+
+class ServiceState(enum.Enum):
+    """
+    Where a L{LibvirtService} is: C{IDLE} until started; C{CONNECTING} while
+    an attempt (open, keepalive, wrap, subscribe) is under way; C{CONNECTED};
+    C{WAITING} to try again after a failed attempt or a lost connection;
+    C{STOPPING} from C{stopService()} until the attempt under way and every
+    connection it made are over; then C{STOPPED} (it may start again).
+    """
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    WAITING = "waiting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A L{LibvirtService.whenConnected} caller, and how many failures it still takes."""
+
+    deferred: Deferred[LibvirtConnection]
+    failuresLeft: int | None
 
 
 class LibvirtService(Service):
@@ -53,11 +81,17 @@ class LibvirtService(Service):
     @param stopTimeout: how long L{stopService} waits for a connection
         attempt under way (a frozen daemon can hold one forever) before it
         leaves that attempt to close its connection whenever it ends.
-    @param reactor: runs the libvirt calls' threads; also the clock unless
-        C{clock} is given.
+    @param reactor: delivers events and runs the libvirt calls' threads;
+        also the clock unless C{clock} is given.
+    @param clock: schedules the retries and the stop timeout.
+    @param opener: opens the URI, in a call-pool thread: C{(uri, readOnly,
+        auth)} -> C{virConnect}; C{libvirt.open} and its kin by default.
+    @param eventLoop: the event loop libvirt uses; the installed one by
+        default.
+    @ivar state: the L{ServiceState}.
+    @ivar connection: the current L{LibvirtConnection}, or L{None} while
+        there is none.
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -67,50 +101,39 @@ class LibvirtService(Service):
         keepalive: tuple[int, int] | None = (5, 3),
         retryPolicy: Callable[[int], float] | None = None,
         stopTimeout: float = 3.0,
-        reactor: Any = None,
-        clock: Any = None,
+        reactor: ThreadsReactor | None = None,
+        clock: Scheduler | None = None,
+        *,
+        opener: Opener | None = None,
+        eventLoop: EventLoop | None = None,
     ) -> None:
         self.uri = checkURI(uri)
         self.maskedURI = maskURI(uri)
         self._scrub = scrubber(uri)
-        _checkKeepalive(keepalive)
-        if retryPolicy is not None and not callable(retryPolicy):
-            raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
-        if not isinstance(stopTimeout, (int, float)) or isinstance(stopTimeout, bool):
-            raise TypeError(f"stopTimeout must be a number of seconds, not {stopTimeout!r}")
-        if not stopTimeout >= 0:
-            raise ValueError(f"stopTimeout must be at least 0 seconds, not {stopTimeout!r}")
-        if auth is not None and not (
-            isinstance(auth, (list, tuple)) and len(auth) == 3 and callable(auth[1])
-        ):
-            raise TypeError(
-                f"auth must be [credtypes, callback, opaque] as libvirt.openAuth takes it,"
-                f" not {auth!r}"
-            )
+        _checkArguments(retryPolicy, stopTimeout)
+        self._connector = Connector(uri, readOnly, auth, keepalive, opener or openURI)
         self.readOnly = readOnly
         self.keepalive = keepalive
-        self._auth = auth
+        self.state = ServiceState.IDLE
+        self.connection: LibvirtConnection | None = None
         self._retryPolicy = retryPolicy or backoffPolicy()
         self._stopTimeout = float(stopTimeout)
-        self._reactor = _calls._resolve(reactor)
-        self._clock = clock if clock is not None else self._reactor
-        self.connection: LibvirtConnection | None = None
-        self._subscriptions = Subscriptions(self.maskedURI, self._scrub, self._reactor)
-        self._observers: list[Callable[[ConnectionStatus], object]] = []
-        self._waiters: list[tuple[list[int | None], Deferred[LibvirtConnection]]] = []
-        self._generation = 0
-        self._failures = 0
-        self._everConnected = False
-        self._attempt: Deferred[Any] | None = None
+        self._reactor: ThreadsReactor = resolve(reactor)
+        self._clock: Scheduler = clock if clock is not None else self._reactor
+        self._eventLoop = eventLoop
+        self._audience = Audience(self._reactor, lambda: self.connection)
+        self._subscriptions = Subscriptions(
+            self.maskedURI, self._scrub, self._reactor, self._audience.event
+        )
+        self._waiters: list[_Waiter] = []
+        self._attempt: Attempt | None = None
         self._retry: IDelayedCall | None = None
-        self._closings: list[Deferred[Any]] = []
-        # The latest connection's delivery: markers for queues go through
-        # it, so that they follow the events and markers it still holds.
-        self._delivery: Delivery | None = None
+        self._failures = 0
+        self._connections = 0
+        self._closings: set[Deferred[int]] = set()
 
     def __repr__(self) -> str:
-        state = "connected" if self.connection else "running" if self.running else "stopped"
-        return f"<LibvirtService {self.maskedURI} {state}>"
+        return f"<LibvirtService {self.maskedURI} {self.state.value}>"
 
     # Subscriptions: kept across reconnections.
 
@@ -118,7 +141,7 @@ class LibvirtService(Service):
         self,
         family: str,
         eventID: int,
-        callback: Callback,
+        callback: Target,
         opaque: Any = None,
         objectFilter: str | None = None,
     ) -> int:
@@ -131,7 +154,7 @@ class LibvirtService(Service):
         L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
         L{unsubscribe}.
         """
-        subscriptionId = self._subscriptions.add(
+        subscription = self._subscriptions.add(
             family,
             eventID,
             callback,
@@ -142,9 +165,9 @@ class LibvirtService(Service):
         connection = self.connection
         if connection is not None:
             self._subscriptions.registerLater(
-                connection, subscriptionId, lambda: connection is self.connection
+                connection, subscription, lambda: connection is self.connection
             )
-        return subscriptionId
+        return subscription.id
 
     def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
         """Stop a subscription made with L{subscribe}."""
@@ -153,10 +176,10 @@ class LibvirtService(Service):
 
     def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
         """Call C{observer} with a L{ConnectionStatus} on every change."""
-        self._observers.append(observer)
+        self._audience.addObserver(observer)
 
     def removeObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
-        self._observers.remove(observer)
+        self._audience.removeObserver(observer)
 
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """
@@ -169,71 +192,68 @@ class LibvirtService(Service):
             return succeed(self.connection)
         if not self.running:
             return fail(CancelledError(f"{self!r} is not running"))
-        d: Deferred[LibvirtConnection] = Deferred()
-        self._waiters.append(([failAfterFailures], d))
-        return d
+        waiter = _Waiter(Deferred(), failAfterFailures)
+        self._waiters.append(waiter)
+        return waiter.deferred
 
     # Service.
 
     def startService(self) -> None:
-        if installed() is None:
+        if self._loop() is None:
             raise RuntimeError("call libvirt_twisted.install() before starting a LibvirtService")
         super().startService()  # type: ignore[no-untyped-call]
-        self._generation += 1
         self._failures = 0
-        self._everConnected = False
-        self.log.info("libvirt service for {uri} starting", uri=self.maskedURI)
+        self._connections = 0
+        log.info("libvirt service for {uri} starting", uri=self.maskedURI)
         self._connect()
 
     def stopService(self) -> Deferred[None]:
         """Stop retrying, close the connection; fires once libvirt freed it all."""
         super().stopService()  # type: ignore[no-untyped-call]
-        self._generation += 1
+        self._moveTo(ServiceState.STOPPING)
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
         waiters, self._waiters = self._waiters, []
-        for _, waiter in waiters:
-            waiter.errback(CancelledError(f"{self!r} stopped"))
+        for waiter in waiters:
+            waiter.deferred.errback(CancelledError(f"{self!r} stopped"))
         connection, self.connection = self.connection, None
         self._subscriptions.disown()
-        status = ConnectionStatus("stopped", self.maskedURI)
-        for queue in self._subscriptions.queues():
-            if self._delivery is not None:
-                self._delivery.enqueue(queue, status)
-            else:
-                queue.put(status)
         if connection is not None:
             self._closeLater(connection)
-        self.log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
-        self._notify(status)
+        log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
+        self._tell(ConnectionStatus("stopped", self.maskedURI))
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.abandoned = True
         stopped: Deferred[None] = Deferred()
 
         def waitForCloses(_: object) -> Deferred[Any]:
-            loop = installed()
+            loop = self._loop()
             assert loop is not None
             return DeferredList(list(self._closings)).addCallback(lambda _: loop.drain())
 
         def done(_: object) -> None:
-            self.log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
+            if self.state is ServiceState.STOPPING:
+                self._moveTo(ServiceState.STOPPED)
+            log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
             stopped.callback(None)
 
-        self._attemptOver().addBoth(waitForCloses).addBoth(done)
+        self._attemptOver(attempt).addBoth(waitForCloses).addBoth(done)
         return stopped
 
-    def _attemptOver(self) -> Deferred[None]:
+    def _attemptOver(self, attempt: Attempt | None) -> Deferred[None]:
         """
-        Fires once the connection attempt under way, if any, is over, or
-        after C{stopTimeout}: then the attempt closes its connection itself
-        whenever it ends, since its generation is past.
+        Fires once C{attempt}, if any, is over, or after C{stopTimeout}:
+        then the abandoned attempt closes its connection itself whenever it
+        ends.
         """
-        attempt = self._attempt
         if attempt is None:
             return succeed(None)
         over: Deferred[None] = Deferred()
 
         def giveUp() -> None:
-            self.log.warn(
+            log.warn(
                 "{uri}: a connection attempt is still under way after {timeout}s;"
                 " stopping without it",
                 uri=self.maskedURI,
@@ -248,165 +268,138 @@ class LibvirtService(Service):
                 timer.cancel()
                 over.callback(None)
 
-        attempt.addBoth(ended)
+        attempt.over.addBoth(ended)
         return over
 
     # Connecting, off the reactor thread.
 
     def _connect(self) -> None:
         self._retry = None
-        generation = self._generation
+        self._moveTo(ServiceState.CONNECTING)
         snapshot = self._subscriptions.snapshot()
-        attempt = _calls.callInThread(self._reactor, self._attemptInThread, snapshot)
-        attempt.addCallback(self._opened, generation, {i for i, _ in snapshot})
-        attempt.addErrback(self._failed, generation)
-        self._attempt = attempt
+        attempt = self._attempt = Attempt()
+        d = deferToLibvirtPool(
+            self._reactor,
+            setUp,
+            self._connector,
+            self._subscriptions,
+            snapshot,
+            self._lost,
+            self._reactor,
+            self._eventLoop,
+        )
+        d.addCallback(self._opened, attempt, {s.id for s in snapshot})
+        d.addErrback(self._failed, attempt)
 
-        def over(result: object) -> object:
+        def over(_: object) -> None:
             if self._attempt is attempt:
                 self._attempt = None
-            return result
+            attempt.over.callback(None)
 
-        attempt.addBoth(over)
+        d.addBoth(over)
 
-    def _attemptInThread(
-        self, snapshot: list[tuple[int, Subscription]]
-    ) -> tuple[LibvirtConnection, Registered]:
-        """Open, turn keepalive on, wrap, subscribe: all the round trips."""
-        conn = openURI(self.uri, self.readOnly, self._auth)
-        try:
-            if self.keepalive is not None:
-                _setKeepAlive(conn, *self.keepalive)
-            connection = LibvirtConnection(
-                conn, onClose=self._lost, reactor=self._reactor, _holdQueues=True
-            )
-        except BaseException:
-            _quietly(conn.close)
-            raise
-        try:
-            return connection, self._subscriptions.registerAll(connection, snapshot)
-        except BaseException:
-            connection._closeNow()
-            raise
-
-    def _opened(
-        self,
-        result: tuple[LibvirtConnection, Registered],
-        generation: int,
-        snapshot: set[int],
-    ) -> Deferred[Any] | None:
-        connection, registered = result
-        if generation != self._generation or not self.running:
-            return self._closeLater(connection)
-        if connection.closeReason is not None or connection._fanOut.closed:
-            self._closeLater(connection)
+    def _opened(self, made: SetUp, attempt: Attempt, snapshot: set[int]) -> None:
+        connection = made.connection
+        if attempt.abandoned:
+            self._drop(connection)
+            return
+        if made.failure is not None:
+            self._drop(connection)
+            made.failure.raiseException()
+        if connection.state is not ConnectionState.OPEN:
+            self._drop(connection)
             raise ConnectionError("the connection closed while it was being set up")
         self.connection = connection
-        self._delivery = connection._delivery
         self._subscriptions.adopt(
-            connection, registered, snapshot, lambda: connection is self.connection
+            connection, made.registered, snapshot, lambda: connection is self.connection
         )
-        state: State = "reconnected" if self._everConnected else "connected"
-        self._everConnected = True
+        state: State = "reconnected" if self._connections else "connected"
+        self._connections += 1
         self._failures = 0
-        self.log.info("{uri}: {state}", uri=self.maskedURI, state=state)
+        self._moveTo(ServiceState.CONNECTED)
+        log.info("{uri}: {state}", uri=self.maskedURI, state=state)
         status = ConnectionStatus(state, self.maskedURI)
-        connection._release([(queue, status) for queue in self._subscriptions.queues()])
-        self._notify(status)
+        self._audience.connected(connection, status, self._subscriptions.queues())
         waiters, self._waiters = self._waiters, []
-        for _, waiter in waiters:
-            waiter.callback(connection)
-        return None
+        for waiter in waiters:
+            waiter.deferred.callback(connection)
 
-    def _failed(self, failure: Failure, generation: int) -> None:
-        if generation != self._generation or not self.running:
+    def _failed(self, failure: Failure, attempt: Attempt) -> None:
+        if attempt.abandoned:
             return
-        _scrubFailure(failure, self._scrub)
+        scrubFailure(failure, self._scrub)
         self._failures += 1
         delay = self._retryPolicy(self._failures)
         message = failure.getErrorMessage()
-        self.log.warn(
+        log.warn(
             "{uri}: connection attempt {failures} failed ({error}); retrying in {delay:.1f}s",
             uri=self.maskedURI,
             failures=self._failures,
             error=message,
             delay=delay,
         )
-        self._retry = self._clock.callLater(delay, self._connect)
-        self._notify(ConnectionStatus("failed", self.maskedURI, message, self._failures))
-        for entry in list(self._waiters):
-            remaining, waiter = entry
-            if remaining[0] is None:
+        self._retryIn(delay)
+        self._audience.notify(ConnectionStatus("failed", self.maskedURI, message, self._failures))
+        for waiter in list(self._waiters):
+            if waiter.failuresLeft is None:
                 continue
-            remaining[0] -= 1
-            if remaining[0] <= 0:
-                self._waiters.remove(entry)
-                waiter.errback(failure)
+            waiter.failuresLeft -= 1
+            if waiter.failuresLeft <= 0:
+                self._waiters.remove(waiter)
+                waiter.deferred.errback(failure)
 
     def _lost(self, connection: LibvirtConnection, reason: int) -> None:
+        """The connection closed (it has let go of everything): reconnect."""
+        self._audience.forget(connection)
         if connection is not self.connection:
             return
         self.connection = None
         self._subscriptions.disown()
         name = closeReasonName(reason)
-        self.log.warn("{uri}: disconnected ({reason})", uri=self.maskedURI, reason=name)
-        # Release the dead connection's socket now, whoever still holds it.
-        self._closeLater(connection)
+        log.warn("{uri}: disconnected ({reason})", uri=self.maskedURI, reason=name)
         if self.running:
-            self._retry = self._clock.callLater(self._retryPolicy(0), self._connect)
-        status = ConnectionStatus("disconnected", self.maskedURI, name)
-        for queue in self._subscriptions.queues():
-            connection._enqueue(queue, status)
-        self._notify(status)
+            self._retryIn(self._retryPolicy(0))
+        self._tell(ConnectionStatus("disconnected", self.maskedURI, name))
 
-    def _closeLater(self, connection: LibvirtConnection) -> Deferred[Any]:
+    def _retryIn(self, delay: float) -> None:
+        self._retry = self._clock.callLater(delay, self._connect)
+        self._moveTo(ServiceState.WAITING)
+
+    # Bookkeeping.
+
+    def _tell(self, status: ConnectionStatus) -> None:
+        self._audience.tell(status, self._subscriptions.queues())
+
+    def _moveTo(self, state: ServiceState) -> None:
+        log.debug(
+            "{uri}: {old} -> {new}", uri=self.maskedURI, old=self.state.value, new=state.value
+        )
+        self.state = state
+
+    def _loop(self) -> EventLoop | None:
+        return self._eventLoop if self._eventLoop is not None else installed()
+
+    def _drop(self, connection: LibvirtConnection) -> None:
+        """Close a connection that never became current, and drop what it held."""
+        self._audience.forget(connection)
+        self._closeLater(connection)
+
+    def _closeLater(self, connection: LibvirtConnection) -> None:
         """Close C{connection}; L{stopService} waits for it."""
-        closing: Deferred[Any] = connection.close()
-        self._closings.append(closing)
+        closing = connection.close()
+        self._closings.add(closing)
 
         def closed(result: object) -> object:
-            self._closings.remove(closing)
+            self._closings.discard(closing)
             return result
 
-        return closing.addBoth(closed)
-
-    def _notify(self, status: ConnectionStatus) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(status)
-            except Exception:
-                self.log.failure("observer {observer!r} raised", observer=observer)
+        closing.addBoth(closed)
 
 
-def _checkKeepalive(keepalive: object) -> None:
-    if keepalive is None:
-        return
-    if not (
-        isinstance(keepalive, tuple)
-        and len(keepalive) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in keepalive)
-    ):
-        raise TypeError(f"keepalive must be (interval, count) ints, not {keepalive!r}")
-    interval, count = keepalive
-    if interval < 1 or count < 0:
-        raise ValueError(f"keepalive interval must be >= 1 and count >= 0, not {keepalive!r}")
-
-
-def _setKeepAlive(conn: libvirt.virConnect, interval: int, count: int) -> None:
-    """Turn keepalive on where the driver has it (test:///default has not)."""
-    try:
-        conn.setKeepAlive(interval, count)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-            raise
-
-
-def _scrubFailure(failure: Failure, scrub: Callable[[str], str]) -> None:
-    """Hide the URI's password in an error that may quote it, keeping its type."""
-    error = failure.value
-    if error is None:
-        return
-    error.args = tuple(scrub(a) if isinstance(a, str) else a for a in error.args)
-    err = getattr(error, "err", None)
-    if isinstance(err, tuple):
-        setattr(error, "err", tuple(scrub(a) if isinstance(a, str) else a for a in err))  # noqa: B010
+def _checkArguments(retryPolicy: object, stopTimeout: object) -> None:
+    if retryPolicy is not None and not callable(retryPolicy):
+        raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
+    if not isinstance(stopTimeout, (int, float)) or isinstance(stopTimeout, bool):
+        raise TypeError(f"stopTimeout must be a number of seconds, not {stopTimeout!r}")
+    if not stopTimeout >= 0:
+        raise ValueError(f"stopTimeout must be at least 0 seconds, not {stopTimeout!r}")

@@ -1,121 +1,164 @@
 """
 What a LibvirtService keeps subscribed across its connections, and which of
 those subscriptions hold on the current one.
+
+The service registers a L{Route} per subscription on each connection, never
+the subscriber itself: the route hands the event to the service, which
+decides whether the subscriber gets it now, later (the connection is still
+being set up) or never (the subscription has ended).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 from twisted.internet.defer import DeferredQueue
 from twisted.logger import Logger
 
-from . import _calls
+from . import _families
 from ._connection import LibvirtConnection
-from ._fanout import FAMILIES
+from ._delivery import Target
 from ._queue import EventQueue
-from ._registrations import Callback, ConnectionClosedError, checkCallback
+from ._reactor import ThreadsReactor
+from ._registrations import ConnectionClosedError, UnknownCallbackError, checkCallback
+from ._threads import deferToLibvirtPool
 from .events import checkEventID
 
-#: A registration made on a connection: subscription id -> (family, callback id).
-Registered = dict[int, tuple[str, int]]
+log = Logger()
+
+#: Where a route hands its events: (subscription, connection, arguments).
+Sink = Callable[["Subscription", LibvirtConnection, tuple[Any, ...]], None]
+
+#: What an attempt registered on its connection: subscription id -> listener id.
+Registered = dict[int, int]
 
 
 @dataclass(eq=False)
 class Subscription:
     """One subscription's arguments, kept to register it on every connection."""
 
-    family: str
+    id: int
+    family: _families.Family
     eventID: int
-    callback: Callback
+    target: Target
     opaque: Any
     objectFilter: str | None
+    route: Route = field(init=False)
+    live: bool = True
     forget: Callable[[], None] | None = None
+
+
+class Route:
+    """
+    The callable a service registers on a connection for one subscription.
+    It receives what the connection delivers, C{(connection, object,
+    details..., None)}, and hands it to the service's sink.
+    """
+
+    __slots__ = ("_sink", "_subscription")
+
+    def __init__(self, subscription: Subscription, sink: Sink) -> None:
+        self._subscription = subscription
+        self._sink = sink
+
+    def __repr__(self) -> str:
+        return f"<Route to {self._subscription.target!r}>"
+
+    def __call__(self, connection: LibvirtConnection, *args: Any) -> None:
+        self._sink(self._subscription, connection, args[:-1])
 
 
 class Subscriptions:
     """
-    The subscriptions, by id, and the callback id each has on the current
+    The subscriptions, by id, and the listener id each has on the current
     connection.  Registering is a round trip: it happens on the call pool,
     and what changed meanwhile is reconciled on the reactor thread.
 
     @param uri: the URI as logs may show it.
     @param scrub: hides the URI's password in error messages.
+    @param sink: where every subscription's route hands its events.
     """
 
-    log = Logger()
-
-    def __init__(self, uri: str, scrub: Callable[[str], str], reactor: Any) -> None:
+    def __init__(
+        self, uri: str, scrub: Callable[[str], str], reactor: ThreadsReactor, sink: Sink
+    ) -> None:
         self._uri = uri
         self._scrub = scrub
         self._reactor = reactor
+        self._sink = sink
         self._ids = itertools.count()
         self._all: dict[int, Subscription] = {}
-        self._registered: dict[int, int] = {}
+        self._registered: Registered = {}
 
     def add(
         self,
-        family: str,
+        familyName: str,
         eventID: int,
-        callback: Callback,
+        callback: Target,
         opaque: Any,
         objectFilter: str | None,
         onFinish: Callable[[int], None],
-    ) -> int:
+    ) -> Subscription:
         """Check and keep a subscription; C{onFinish(id)} when its queue finishes."""
-        if family not in FAMILIES:
-            raise ValueError(f"unknown event family {family!r}; known: {', '.join(FAMILIES)}")
-        checkEventID(family, eventID)
+        family = _families.family(familyName)
+        checkEventID(family.name, eventID)
         checkCallback(callback)
         if objectFilter is not None and not isinstance(objectFilter, str):
             raise TypeError(f"objectFilter is a UUID or name string, not {objectFilter!r}")
-        subscriptionId = next(self._ids)
-        subscription = Subscription(family, eventID, callback, opaque, objectFilter)
-        self._all[subscriptionId] = subscription
+        subscription = Subscription(
+            next(self._ids), family, eventID, callback, opaque, objectFilter
+        )
+        subscription.route = Route(subscription, self._sink)
+        self._all[subscription.id] = subscription
         if isinstance(callback, EventQueue):
+            subscriptionId = subscription.id
             subscription.forget = callback.registered(lambda: onFinish(subscriptionId))
-        return subscriptionId
+        return subscription
 
     def remove(self, subscriptionId: int, connection: LibvirtConnection | None) -> bool:
         """Drop a subscription, and its registration on C{connection}; false if unknown."""
         subscription = self._all.pop(subscriptionId, None)
         if subscription is None:
             return False
+        subscription.live = False
         forget, subscription.forget = subscription.forget, None
         if forget is not None:
             forget()
-        callbackId = self._registered.pop(subscriptionId, None)
-        if connection is not None and callbackId is not None:
-            connection._unsubscribe(
-                subscription.family, callbackId, missingOK=True, background=True
-            )
+        listenerId = self._registered.pop(subscriptionId, None)
+        if connection is not None and listenerId is not None:
+            _unsubscribe(connection, listenerId)
         return True
 
-    def snapshot(self) -> list[tuple[int, Subscription]]:
+    def holds(self, subscriptionId: int) -> bool:
+        """Whether libvirt has accepted the subscription on the current connection."""
+        return subscriptionId in self._registered
+
+    def snapshot(self) -> list[Subscription]:
         """The subscriptions now, for a connection attempt to register."""
-        return list(self._all.items())
+        return list(self._all.values())
 
     def queues(self) -> list[DeferredQueue[Any]]:
         """Every queue subscribed, once each."""
         queues: dict[int, DeferredQueue[Any]] = {}
         for subscription in self._all.values():
-            if isinstance(subscription.callback, DeferredQueue):
-                queues[id(subscription.callback)] = subscription.callback
+            if isinstance(subscription.target, DeferredQueue):
+                queues[id(subscription.target)] = subscription.target
         return list(queues.values())
 
     def registerAll(
-        self, connection: LibvirtConnection, snapshot: list[tuple[int, Subscription]]
+        self, connection: LibvirtConnection, snapshot: list[Subscription]
     ) -> Registered:
         """Register C{snapshot} on a connection being set up (in a thread)."""
         registered: Registered = {}
-        for subscriptionId, subscription in snapshot:
-            callbackId = self._registerOne(connection, subscription)
-            if callbackId is not None:
-                registered[subscriptionId] = (subscription.family, callbackId)
+        for subscription in snapshot:
+            listenerId = self._registerOne(connection, subscription)
+            if listenerId is not None:
+                registered[subscription.id] = listenerId
         return registered
 
     def adopt(
@@ -130,13 +173,13 @@ class Subscriptions:
         what was unsubscribed meanwhile, register what was subscribed meanwhile.
         """
         self._registered = {}
-        for subscriptionId, (family, callbackId) in registered.items():
+        for subscriptionId, listenerId in registered.items():
             if subscriptionId in self._all:
-                self._registered[subscriptionId] = callbackId
+                self._registered[subscriptionId] = listenerId
             else:
-                connection._unsubscribe(family, callbackId, missingOK=True, background=True)
+                _unsubscribe(connection, listenerId)
         for subscriptionId in self._all.keys() - snapshot:
-            self.registerLater(connection, subscriptionId, stillCurrent)
+            self.registerLater(connection, self._all[subscriptionId], stillCurrent)
 
     def disown(self) -> None:
         """The current connection went: nothing is registered any more."""
@@ -145,41 +188,35 @@ class Subscriptions:
     def registerLater(
         self,
         connection: LibvirtConnection,
-        subscriptionId: int,
+        subscription: Subscription,
         stillCurrent: Callable[[], bool],
     ) -> None:
         """Register a subscription made while connected, on the call pool."""
-        subscription = self._all[subscriptionId]
-        d = _calls.callInThread(self._reactor, self._registerOne, connection, subscription)
+        d = deferToLibvirtPool(self._reactor, self._registerOne, connection, subscription)
 
-        def registered(callbackId: int | None) -> None:
-            if callbackId is None:
+        def registered(listenerId: int | None) -> None:
+            if listenerId is None:
                 return
-            if stillCurrent() and subscriptionId in self._all:
-                self._registered[subscriptionId] = callbackId
+            if stillCurrent() and subscription.live:
+                self._registered[subscription.id] = listenerId
             else:
-                connection._unsubscribe(
-                    subscription.family, callbackId, missingOK=True, background=True
-                )
+                _unsubscribe(connection, listenerId)
 
         d.addCallback(registered)
-        d.addErrback(lambda f: self.log.failure("{uri}: subscribing failed", f, uri=self._uri))
+        d.addErrback(lambda f: log.failure("{uri}: subscribing failed", f, uri=self._uri))
 
     def _registerOne(self, connection: LibvirtConnection, subscription: Subscription) -> int | None:
         """
         Register one subscription (in a thread); L{None} if it cannot hold
         on this connection, which the rest of the connection survives.
         """
+        family = subscription.family
         try:
             obj = None
             if subscription.objectFilter is not None:
-                obj = _lookup(connection.virConnect, subscription.family, subscription.objectFilter)
-            return connection._subscribe(
-                subscription.family,
-                obj,
-                subscription.eventID,
-                subscription.callback,
-                subscription.opaque,
+                obj = family.lookUp(connection.virConnect, subscription.objectFilter)
+            return connection.subscribe(
+                family.name, subscription.eventID, subscription.route, obj=obj
             )
         except ConnectionClosedError:
             return None
@@ -189,21 +226,16 @@ class Subscriptions:
             # One driver lacks some families' events (test:///default has no
             # secret events), an older daemon some event ids, a filter its
             # object: the other subscriptions still hold.
-            self.log.info(
+            log.info(
                 "{uri}: {family} events cannot be watched here: {error}",
                 uri=self._uri,
-                family=subscription.family,
+                family=family.name,
                 error=self._scrub(str(e)),
             )
             return None
 
 
-def _lookup(conn: libvirt.virConnect, family: str, key: str) -> Any:
-    lookups = {
-        "domain": conn.lookupByUUIDString,
-        "network": conn.networkLookupByUUIDString,
-        "storage_pool": conn.storagePoolLookupByUUIDString,
-        "node_device": conn.nodeDeviceLookupByName,
-        "secret": conn.secretLookupByUUIDString,
-    }
-    return lookups[family](key)
+def _unsubscribe(connection: LibvirtConnection, listenerId: int) -> None:
+    """Undo a route's registration; a connection closed meanwhile has done it."""
+    with contextlib.suppress(UnknownCallbackError):
+        connection.unsubscribe(listenerId)

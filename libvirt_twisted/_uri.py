@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
+from twisted.python.failure import Failure
 
 
 def _userinfo(uri: str) -> tuple[int, int] | None:
@@ -97,3 +98,14 @@ def openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConn
     if readOnly:
         return libvirt.openReadOnly(uri)
     return libvirt.open(uri)
+
+
+def scrubFailure(failure: Failure, scrub: Callable[[str], str]) -> None:
+    """Hide the URI's password in an error that may quote it, keeping its type."""
+    error = failure.value
+    if error is None:
+        return
+    error.args = tuple(scrub(a) if isinstance(a, str) else a for a in error.args)
+    err = getattr(error, "err", None)
+    if isinstance(err, tuple):
+        setattr(error, "err", tuple(scrub(a) if isinstance(a, str) else a for a in err))  # noqa: B010

@@ -36,6 +36,8 @@ from typing import Any
 
 import libvirt
 
+from . import _families
+
 __all__ = [
     "FAMILIES",
     "Event",
@@ -50,16 +52,7 @@ __all__ = [
 ]
 
 #: The object families that have events, as L{Event.family} names them.
-FAMILIES = ("domain", "network", "storage_pool", "node_device", "secret")
-
-#: Each family's object class and its local (no RPC) name and UUID accessors.
-_OBJECTS: dict[str, tuple[type[Any], str, str | None]] = {
-    "domain": (libvirt.virDomain, "name", "UUIDString"),
-    "network": (libvirt.virNetwork, "name", "UUIDString"),
-    "storage_pool": (libvirt.virStoragePool, "name", "UUIDString"),
-    "node_device": (libvirt.virNodeDevice, "name", None),
-    "secret": (libvirt.virSecret, "usageID", "UUIDString"),
-}
+FAMILIES: tuple[str, ...] = _families.NAMES
 
 #: Event ids that libvirt-python dispatches through a method not named after them.
 _DISPATCHED_AS = {
@@ -244,9 +237,7 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
 
 
 def _checkFamily(family: str) -> str:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown event family {family!r}: expected one of {FAMILIES}")
-    return family
+    return _families.family(family).name
 
 
 @cache
@@ -261,7 +252,7 @@ def _constants() -> dict[str, int]:
 
 @cache
 def _eventIDs(family: str) -> dict[str, int]:
-    prefix = f"VIR_{family.upper()}_EVENT_ID_"
+    prefix = _families.family(family).eventIDPrefix
     found = {name: value for name, value in _constants().items() if name.startswith(prefix)}
     ordered = sorted(found.items(), key=lambda item: item[1])
     return {name[len(prefix) :].lower(): value for name, value in ordered}
@@ -271,7 +262,7 @@ def _eventIDs(family: str) -> dict[str, int]:
 def _nested(prefix: str) -> tuple[str, ...]:
     """The prefixes this module knows that lie inside C{prefix}."""
     known = {*_CODES.values(), *_FLAGS.values(), _GRAPHICS_ADDRESS, _CLOSE_REASON, *_NOT_CODES}
-    known.update(f"VIR_{family.upper()}_EVENT_ID_" for family in FAMILIES)
+    known.update(family.eventIDPrefix for family in _families.ALL)
     return tuple(sorted(other for other in known if other.startswith(prefix) and other != prefix))
 
 
@@ -353,11 +344,11 @@ def _signature(family: str, idName: str) -> tuple[str, tuple[str, ...]] | None:
 
 def _identify(kind: str, family: str, obj: Any) -> tuple[str | None, str | None]:
     """The object's name and UUID, read by accessors that make no RPC."""
-    cls, nameAccessor, uuidAccessor = _OBJECTS[family]
-    if not isinstance(obj, cls):
-        raise TypeError(f"{kind}: the first argument must be a {cls.__name__}, not {obj!r}")
-    name = getattr(obj, nameAccessor)() or None
-    return name, (getattr(obj, uuidAccessor)() if uuidAccessor else None)
+    spec = _families.family(family)
+    if not isinstance(obj, spec.objectType):
+        cls = spec.objectType.__name__
+        raise TypeError(f"{kind}: the first argument must be a {cls}, not {obj!r}")
+    return spec.identify(obj)
 
 
 def _code(kind: str, arg: str, value: Any) -> int:

@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventQueue, LibvirtConnection, callInThread, inThread
-from libvirt_twisted._calls import CallPool
+from libvirt_twisted._threads import CallPool
 
 from ._harness import PATIENCE, startDaemon, testDomainXML, until
 

@@ -20,9 +20,9 @@ from libvirt_twisted import (
     LibvirtConnection,
     UnknownCallbackError,
 )
-from libvirt_twisted._calls import CallPool, callPool
-from libvirt_twisted._fanout import Departure
-from libvirt_twisted._inflight import InFlight
+from libvirt_twisted._callgate import CallGate
+from libvirt_twisted._registry import Departure
+from libvirt_twisted._threads import CallPool, callPool
 
 from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
 
@@ -346,7 +346,7 @@ class ConcurrencyTests(ConnectionTestCase):
         queue.finish()
         await until(started.is_set)
         closing = connection.close()
-        await until(lambda: connection._inFlight.closing)
+        await until(lambda: connection._registrations._gate.closing)
         proceed.set()
         # ...and closes the virConnect only once the deregistration is over.
         self.assertEqual(await closing, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
@@ -503,7 +503,7 @@ class ConcurrencyTests(ConnectionTestCase):
         self.addCleanup(connection.close)
 
         def failing(*args: Any) -> int:
-            connection._fanOut.clear(close=True)  # as a teardown would, meanwhile
+            connection._registrations.shutDown()  # as a teardown would, meanwhile
             raise libvirt.libvirtError("refused")
 
         conn.domainEventRegisterAny = failing  # type: ignore[method-assign,assignment]
@@ -531,23 +531,23 @@ class ConcurrencyTests(ConnectionTestCase):
             await LibvirtConnection.open("test+unix:///default?socket=/nonexistent/sock")
 
 
-class InFlightTests(SynchronousTestCase):
+class CallGateTests(SynchronousTestCase):
     """What closing waits for, as pure logic."""
 
-    def closeInAThread(self, inFlight: InFlight) -> threading.Thread:
-        closer = threading.Thread(target=inFlight.close)
+    def closeInAThread(self, gate: CallGate) -> threading.Thread:
+        closer = threading.Thread(target=gate.close)
         closer.start()
         return closer
 
     def test_closeWaitsForCallsUnderWayAndRefusesNewOnes(self) -> None:
-        inFlight = InFlight()
-        self.assertTrue(inFlight.enter())
-        closer = self.closeInAThread(inFlight)
-        while not inFlight.closing:
+        gate = CallGate()
+        self.assertTrue(gate.enter())
+        closer = self.closeInAThread(gate)
+        while not gate.closing:
             closer.join(0.001)
         self.assertTrue(closer.is_alive())
-        self.assertFalse(inFlight.enter())
-        inFlight.leave()
+        self.assertFalse(gate.enter())
+        gate.leave()
         closer.join(PATIENCE)
         self.assertFalse(closer.is_alive())
 
@@ -556,11 +556,11 @@ class InFlightTests(SynchronousTestCase):
         The closer may hold the pool's last thread: a call still waiting for
         one is run by the closer, and only once.
         """
-        inFlight = InFlight()
+        gate = CallGate()
         ran: list[str] = []
-        self.assertTrue(inFlight.enter())
-        run = inFlight.later(lambda: ran.append("deregistered"))
-        closer = self.closeInAThread(inFlight)
+        self.assertTrue(gate.enter())
+        run = gate.later(lambda: ran.append("deregistered"))
+        closer = self.closeInAThread(gate)
         closer.join(PATIENCE)
         self.assertFalse(closer.is_alive())
         self.assertEqual(ran, ["deregistered"])
@@ -568,14 +568,14 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(ran, ["deregistered"])
 
     def test_aPendingCallRunsOnceThenCloseNeedNotWait(self) -> None:
-        inFlight = InFlight()
+        gate = CallGate()
         ran: list[str] = []
-        self.assertTrue(inFlight.enter())
-        run = inFlight.later(lambda: ran.append("deregistered"))
+        self.assertTrue(gate.enter())
+        run = gate.later(lambda: ran.append("deregistered"))
         run()
         run()
         self.assertEqual(ran, ["deregistered"])
-        inFlight.close()
+        gate.close()
         self.assertEqual(ran, ["deregistered"])
 
 
@@ -616,7 +616,7 @@ class DepartureTests(SynchronousTestCase):
         order: list[str] = []
 
         def job() -> None:
-            # The first to call it claims it, as InFlight.later's runner does.
+            # The first to call it claims it, as CallGate.later's runner does.
             if claimed:
                 return
             claimed.append(True)

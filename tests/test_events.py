@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from libvirt_twisted import events
+from libvirt_twisted import _families, events
 from libvirt_twisted.events import (
     FAMILIES,
     Event,
@@ -119,7 +119,7 @@ class IntrospectionTests(SynchronousTestCase):
     def test_dispatchMethodsTakeTheObjectFirst(self) -> None:
         firsts = {kind: dispatchParameters(kind)[0].annotation for kind in allKinds()}
         for kind, annotation in firsts.items():
-            cls = events._OBJECTS[kind.split(".")[0]][0]
+            cls = _families.family(kind.split(".")[0]).objectType
             self.assertEqual(annotation, cls.__name__, kind)
 
     def test_codedArgumentsExist(self) -> None:

@@ -53,7 +53,7 @@ def held(service: LibvirtService, subscription: int) -> bool:
     current connection: its subscriber is tracked as soon as the round
     trip starts, and events made before it ends are not delivered.
     """
-    return subscription in service._subscriptions._registered
+    return service._subscriptions.holds(subscription)
 
 
 def states(statuses: Recorder) -> list[str]:

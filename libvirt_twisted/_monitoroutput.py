@@ -1,11 +1,12 @@
 """
-The monitor's output: one line per record, as text for people or as JSON for
-log shippers.
+The monitor's output: where its records go, one line each, as text for
+people or as JSON for log shippers.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -73,3 +74,39 @@ def _text(record: Mapping[str, Any]) -> str:
         shown = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         parts.append(f"{key}={shown}")
     return " ".join(parts)
+
+
+class Output:
+    """The records' destination, open while the monitor runs."""
+
+    def __init__(self, path: str, format: Format, clock: Callable[[], float]) -> None:
+        self._path = path
+        self._format = format
+        self._clock = clock
+        self._stream: IO[str] | None = None
+        self._writer: RecordWriter | None = None
+
+    def open(self) -> None:
+        if self._path == "-":
+            # twistd points sys.stdout at its log; records go to the real one.
+            self._stream = sys.__stdout__
+        else:
+            self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        assert self._stream is not None
+        self._writer = RecordWriter(self._stream, self._format, self._clock)
+
+    def close(self) -> None:
+        if self._stream is not None and self._path != "-":
+            self._stream.close()
+        self._writer = None
+
+    def event(self, uri: str, event: Event) -> None:
+        self._open().event(uri, event)
+
+    def write(self, uri: str, kind: str, fields: dict[str, Any]) -> None:
+        self._open().write(uri, kind, fields)
+
+    def _open(self) -> RecordWriter:
+        if self._writer is None:
+            raise RuntimeError("the monitor's output is not open")
+        return self._writer

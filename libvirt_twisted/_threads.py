@@ -1,5 +1,6 @@
 """
-libvirt calls that do not block the reactor.
+libvirt's threads: where libvirt calls run so that they never block the
+reactor.
 
 On a remote connection nearly every libvirt call is a blocking round trip.
 These helpers run them on a bounded pool of threads, one pool per reactor,
@@ -20,10 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from incremental import Version
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
+from twisted.python.deprecate import deprecated
 from twisted.python.failure import Failure
+
+from ._reactor import ThreadsReactor, fromThreads, resolve
 
 T = TypeVar("T")
 
@@ -45,8 +49,8 @@ class CallPool:
     log = Logger()
     _numbers = itertools.count(1)
 
-    def __init__(self, reactor: Any, maxThreads: int = DEFAULT_THREADS) -> None:
-        self._reactor = IReactorFromThreads(reactor)
+    def __init__(self, reactor: ThreadsReactor, maxThreads: int = DEFAULT_THREADS) -> None:
+        self._reactor = fromThreads(reactor)
         self.maxThreads = maxThreads
         # One lock for the work and the idle count, so that a call sees
         # exactly how many threads wait for work: none is counted idle once
@@ -118,16 +122,16 @@ _lock = threading.Lock()
 _pools: dict[int, tuple[object, CallPool]] = {}
 
 
-def callPool(reactor: Any = None) -> CallPool:
+def callPool(reactor: ThreadsReactor | None = None) -> CallPool:
     """The libvirt call pool of C{reactor} (the global reactor by default)."""
-    reactor = _resolve(reactor)
+    reactor = resolve(reactor)
     with _lock:
         entry = _pools.get(id(reactor))
         if entry is not None and entry[0] is reactor:
             return entry[1]
         pool = CallPool(reactor)
         _pools[id(reactor)] = (reactor, pool)
-    IReactorCore(reactor).addSystemEventTrigger("during", "shutdown", _stop, reactor, pool)
+    reactor.addSystemEventTrigger("during", "shutdown", _stop, reactor, pool)
     return pool
 
 
@@ -139,7 +143,7 @@ def _stop(reactor: object, pool: CallPool) -> None:
     pool.stop()
 
 
-def setThreadPoolSize(threads: int, reactor: Any = None) -> None:
+def setThreadPoolSize(threads: int, reactor: ThreadsReactor | None = None) -> None:
     """Allow at most C{threads} concurrent libvirt calls on C{reactor}."""
     if not isinstance(threads, int) or isinstance(threads, bool):
         raise TypeError(f"thread pool size must be an int, not {threads!r}")
@@ -148,15 +152,27 @@ def setThreadPoolSize(threads: int, reactor: Any = None) -> None:
     callPool(reactor).maxThreads = threads
 
 
-def callInThread(
-    reactor: Any, function: Callable[..., T], *args: Any, **kwargs: Any
+def deferToLibvirtPool(
+    reactor: ThreadsReactor | None, function: Callable[..., T], *args: Any, **kwargs: Any
 ) -> Deferred[T]:
     """
-    Call C{function(*args, **kwargs)} on C{reactor}'s libvirt pool (the
-    global reactor if L{None}); the Deferred fires on the reactor thread with
-    its result or fails with its exception (a C{libvirtError}, typically).
+    Call C{function(*args, **kwargs)} on C{reactor}'s libvirt call pool
+    (the global reactor's if L{None}), as Twisted's C{deferToThreadPool}
+    does on a thread pool: the Deferred fires on the reactor thread with
+    its result, or fails with its exception (a C{libvirtError}, typically).
     """
     return callPool(reactor).call(function, *args, **kwargs)
+
+
+@deprecated(Version("libvirt-twisted", 0, 1, 0), "libvirt_twisted.deferToLibvirtPool")
+def callInThread(
+    reactor: ThreadsReactor | None, function: Callable[..., T], *args: Any, **kwargs: Any
+) -> Deferred[T]:
+    """
+    L{deferToLibvirtPool} under its old name: Twisted's own C{callInThread}
+    returns nothing, while this returns a Deferred.
+    """
+    return deferToLibvirtPool(reactor, function, *args, **kwargs)
 
 
 class InThread:
@@ -168,7 +184,7 @@ class InThread:
         await inThread(domain).suspend()
     """
 
-    def __init__(self, target: object, reactor: Any = None) -> None:
+    def __init__(self, target: object, reactor: ThreadsReactor | None = None) -> None:
         if target is None:
             raise TypeError("inThread() needs a libvirt object, not None")
         self._target = target
@@ -183,23 +199,15 @@ class InThread:
             raise TypeError(f"{name!r} of {self._target!r} is not a method")
 
         def call(*args: Any, **kwargs: Any) -> Deferred[Any]:
-            return callInThread(self._reactor, method, *args, **kwargs)
+            return deferToLibvirtPool(self._reactor, method, *args, **kwargs)
 
         call.__name__ = name
         return call
 
 
-def inThread(target: object, reactor: Any = None) -> InThread:
+def inThread(target: object, reactor: ThreadsReactor | None = None) -> InThread:
     """Wrap a libvirt object so that its methods run off the reactor thread."""
     return InThread(target, reactor)
-
-
-def _resolve(reactor: Any) -> Any:
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        return globalReactor
-    return reactor
 
 
 def _now() -> float:

@@ -1,10 +1,10 @@
 """
-The libvirt calls a wrapper has under way on its virConnect.
+The gate that a wrapper's libvirt calls on its virConnect pass through.
 
 Closing a virConnect while another thread registers or deregisters on it
 makes libvirt call through a freed pointer, or leave the connection (and its
-socket) alive for good.  L{InFlight} counts those calls so that closing can
-wait for them, and refuses new ones once closing has begun.
+socket) alive for good.  L{CallGate} counts the calls inside so that closing
+can wait for them, and lets no new one in once closing has begun.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from twisted.logger import Logger
 
 
-class InFlight:
-    """A count of libvirt calls under way, which closing waits to reach zero."""
+class CallGate:
+    """The libvirt calls under way on one virConnect, which closing waits for."""
 
     log = Logger()
 

@@ -1,0 +1,90 @@
+"""
+Who hears from a LibvirtService, and in what order.
+
+Subscribers get the events of the current connection; a connection still
+being set up has its events held, and released once it is current, after
+the status that says so.  Queue subscribers also find every
+L{ConnectionStatus} in their queue, in order with the events; observers are
+called with every status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import DeferredQueue
+from twisted.logger import Logger
+
+from ._connection import LibvirtConnection
+from ._connectionstatus import ConnectionStatus
+from ._delivery import Delivery, Target
+from ._reactor import Scheduler
+from ._subscriptions import Subscription
+
+log = Logger()
+
+Observer = Callable[[ConnectionStatus], object]
+
+
+class Audience:
+    """
+    @param current: the service's current connection, if any.
+    """
+
+    def __init__(self, reactor: Scheduler, current: Callable[[], LibvirtConnection | None]) -> None:
+        self._delivery = Delivery(reactor)
+        self._current = current
+        self._observers: list[Observer] = []
+        self._held: dict[LibvirtConnection, list[tuple[Target, tuple[Any, ...]]]] = {}
+
+    def addObserver(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def event(
+        self, subscription: Subscription, connection: LibvirtConnection, args: tuple[Any, ...]
+    ) -> None:
+        """
+        An event for C{subscription} from C{connection}: delivered now if
+        the connection is the current one, held until it is if it is still
+        being set up, and dropped if the subscription has ended.
+        """
+        if not subscription.live:
+            return
+        item = (connection, *args, subscription.opaque)
+        if connection is self._current():
+            self._delivery.give(subscription.target, item)
+        else:
+            self._held.setdefault(connection, []).append((subscription.target, item))
+
+    def tell(self, status: ConnectionStatus, queues: Iterable[DeferredQueue[Any]]) -> None:
+        """Tell C{queues}, in order with the events before, and the observers."""
+        for queue in queues:
+            self._delivery.send(queue, status)
+        self.notify(status)
+
+    def notify(self, status: ConnectionStatus) -> None:
+        """Tell the observers only (a failed attempt is no news to queues)."""
+        for observer in list(self._observers):
+            try:
+                observer(status)
+            except Exception:
+                log.failure("observer {observer!r} raised", observer=observer)
+
+    def connected(
+        self,
+        connection: LibvirtConnection,
+        status: ConnectionStatus,
+        queues: Iterable[DeferredQueue[Any]],
+    ) -> None:
+        """C{connection} is now current: tell C{status}, then release its events."""
+        self.tell(status, queues)
+        for target, item in self._held.pop(connection, ()):
+            self._delivery.give(target, item)
+
+    def forget(self, connection: LibvirtConnection) -> None:
+        """C{connection} will never be current (again): drop what it held."""
+        self._held.pop(connection, None)

@@ -1,0 +1,92 @@
+"""
+Handing events to listeners: a callable at once (inside libvirt's dispatch,
+as with libvirt itself), a queue on the next reactor turn, in order with
+everything else sent to queues; and the callables libvirt holds, which
+refer to their connection weakly.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import DeferredQueue
+from twisted.logger import Logger
+
+from ._reactor import Scheduler
+from ._registry import Key
+
+#: What receives events: a callable, or a queue that receives them as tuples.
+Target = Callable[..., object] | DeferredQueue[Any]
+
+
+class Delivery:
+    """
+    Hands items to targets, on the reactor thread: a callable at once (for
+    an event, inside libvirt's dispatch, as with libvirt itself); a queue on
+    the next reactor turn, outside it, in the order this L{Delivery} was
+    given its items.  A target that raises is logged, never passed on.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Scheduler) -> None:
+        self._clock = clock
+        self._queued: list[tuple[DeferredQueue[Any], object]] = []
+
+    def give(self, target: Target, item: tuple[Any, ...]) -> None:
+        """Call C{target} with C{item}, or send C{item} to it if it is a queue."""
+        if isinstance(target, DeferredQueue):
+            self.send(target, item)
+            return
+        try:
+            target(*item)
+        except Exception:
+            self.log.failure("event callback {callback!r} raised", callback=target)
+
+    def send(self, queue: DeferredQueue[Any], item: object) -> None:
+        """Put C{item} in C{queue} on the next reactor turn, in order."""
+        if not self._queued:
+            self._clock.callLater(0, self._putQueued)
+        self._queued.append((queue, item))
+
+    def _putQueued(self) -> None:
+        queued, self._queued = self._queued, []
+        for queue, item in queued:
+            try:
+                queue.put(item)
+            except Exception:
+                self.log.failure("could not queue an event for {queue!r}", queue=queue)
+
+
+class Dispatcher:
+    """
+    The callback libvirt holds for one key.  It refers to the connection's
+    delivery weakly: libvirt-python keeps callbacks alive from C, where the
+    garbage collector cannot see the cycle.
+    """
+
+    def __init__(
+        self, deliver: weakref.WeakMethod[Callable[[Key, tuple[Any, ...]], None]], key: Key
+    ) -> None:
+        self._deliver = deliver
+        self._key = key
+
+    def __call__(self, virConnect: Any, *args: Any) -> None:
+        deliver = self._deliver()
+        if deliver is not None:
+            # libvirt passes (connection, object, details..., opaque).
+            deliver(self._key, args[:-1])
+
+
+class CloseDispatcher:
+    """The close callback libvirt holds; it refers to the wrapper weakly."""
+
+    def __init__(self, closed: Callable[[int], None]) -> None:
+        self._closed = weakref.WeakMethod(closed)
+
+    def __call__(self, conn: Any, reason: int, opaque: Any) -> None:
+        closed = self._closed()
+        if closed is not None:
+            closed(reason)
