@@ -7,13 +7,17 @@ event callback and closes, so that the daemon's last registration keeps
 going; after each round of 100 such cycles a fresh connection checks that a
 domain defined and undefined now still reaches it.  With --anchor a
 connection keeps a registration for the whole run, and events should never
-stop.  With --client, the client library: one connection registers and
-deregisters a callback 100 times a round (the daemon anchored), then checks
-that it still receives events itself; --kept does the same while that
-connection keeps one other registration (a network one), and events should
-never stop.  Run from a checkout:
+stop.  With --raw, the client library: one bare virConnect registers and
+deregisters a callback 100 times a round, alternating two event ids, so that
+its last registration keeps going (the daemon anchored), then checks that it
+still receives events itself.  --client does the same through a
+LibvirtConnection, which keeps the last registration parked, so libvirt
+still registers and deregisters (each key frees the other) but the count
+never reaches zero: events should never stop.  --kept is --raw while that
+connection keeps one other registration (a network one).  Run from a
+checkout:
 
-    .venv/bin/python docs/libvirtd_event_race.py [--anchor | --client | --kept] [ROUNDS]
+    .venv/bin/python docs/libvirtd_event_race.py [--anchor | --raw | --client | --kept] [ROUNDS]
 
 It prints one line per round and stops at the first round whose check got
 nothing.
@@ -35,6 +39,7 @@ from libvirt_twisted import LibvirtConnection
 from libvirt_twisted.testing import PrivateLibvirtd
 
 LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+REBOOT = libvirt.VIR_DOMAIN_EVENT_ID_REBOOT
 NOISE = textwrap.dedent(
     """
     import sys, libvirt
@@ -56,7 +61,7 @@ def defineAndUndefine(uri: str, name: str) -> None:
     conn.close()
 
 
-async def receives(conn: LibvirtConnection, uri: str, name: str) -> bool:
+async def receives(conn: LibvirtConnection | libvirt.virConnect, uri: str, name: str) -> bool:
     """Whether C{conn} receives a domain's DEFINED and UNDEFINED."""
     seen: list[int] = []
 
@@ -64,10 +69,12 @@ async def receives(conn: LibvirtConnection, uri: str, name: str) -> bool:
         if domain.name() == name:  # the noise floods any bounded queue
             seen.append(event)
 
-    callbackID = await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, record)
+    callbackID = await threads.deferToThread(
+        conn.domainEventRegisterAny, None, LIFECYCLE, record, None
+    )
     await threads.deferToThread(defineAndUndefine, uri, name)
     await task.deferLater(reactor, 2, lambda: None)
-    await conn.inThread.domainEventDeregisterAny(callbackID)
+    await threads.deferToThread(conn.domainEventDeregisterAny, callbackID)
     return len(seen) >= 2
 
 
@@ -79,22 +86,31 @@ async def churnConnections(uri: str) -> None:
         await conn.close()
 
 
-async def churnRegistrations(conn: LibvirtConnection) -> None:
-    """C{conn}'s last registration goes, 100 times."""
-    for _ in range(100):
-        callbackID = await conn.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *a: None)
-        await conn.inThread.domainEventDeregisterAny(callbackID)
+async def churnRegistrations(conn: LibvirtConnection | libvirt.virConnect) -> None:
+    """C{conn}'s last registration goes (unless parked), 100 times, two keys in turn."""
+    for cycle in range(100):
+        eventID = (LIFECYCLE, REBOOT)[cycle % 2]
+        callbackID = await threads.deferToThread(
+            conn.domainEventRegisterAny, None, eventID, lambda *a: None, None
+        )
+        await threads.deferToThread(conn.domainEventDeregisterAny, callbackID)
 
 
 async def main(rounds: int, mode: str) -> None:
     with PrivateLibvirtd() as daemon:
         uri = daemon.testURI
         keep = await LibvirtConnection.open(uri)  # holds the test driver's state
-        if mode in ("anchor", "client", "kept"):
+        if mode != "daemon":
             await keep.inThread.domainEventRegisterAny(None, LIFECYCLE, lambda *args: None)
-        churned = await LibvirtConnection.open(uri) if mode in ("client", "kept") else None
+        churned: LibvirtConnection | libvirt.virConnect | None = None
+        if mode == "client":
+            churned = await LibvirtConnection.open(uri)
+        elif mode in ("raw", "kept"):
+            churned = await threads.deferToThread(libvirt.open, uri)
         if churned is not None and mode == "kept":
-            await churned.inThread.networkEventRegisterAny(None, 0, lambda *args: None)
+            await threads.deferToThread(
+                churned.networkEventRegisterAny, None, 0, lambda *args: None, None
+            )
         noise = subprocess.Popen([sys.executable, "-c", NOISE, uri])
         try:
             for n in range(rounds):
@@ -112,8 +128,10 @@ async def main(rounds: int, mode: str) -> None:
         finally:
             noise.kill()
             noise.wait()
-            if churned is not None:
+            if isinstance(churned, LibvirtConnection):
                 await churned.close()
+            elif churned is not None:
+                churned.close()
             await keep.close()
 
 
@@ -122,6 +140,7 @@ if __name__ == "__main__":
     parser.add_argument("rounds", type=int, nargs="?", default=40)
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--anchor", action="store_const", dest="mode", const="anchor")
+    modes.add_argument("--raw", action="store_const", dest="mode", const="raw")
     modes.add_argument("--client", action="store_const", dest="mode", const="client")
     modes.add_argument("--kept", action="store_const", dest="mode", const="kept")
     arguments = parser.parse_args()

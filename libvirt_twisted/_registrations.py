@@ -79,6 +79,10 @@ class Registrations:
         """(family, event id, listener id) of every listener."""
         return self._registry.tracked()
 
+    def parked(self) -> tuple[str, int, str | None] | None:
+        """The key libvirt keeps registered with no listener, if any."""
+        return self._registry.parked()
+
     def subscribe(
         self, familyName: str, obj: Any, eventID: int, target: Target, opaque: Any
     ) -> int:
@@ -204,7 +208,10 @@ class Registrations:
         except BaseException as e:
             _forget(self._registry.abandon(registration, e))
             raise
-        if not self._registry.registered(registration, libvirtId):
+        live, unparked = self._registry.registered(registration, libvirtId)
+        if unparked is not None and unparked.libvirtId is not None:
+            self._unparked(unparked)
+        if not live:
             # Closed, or left by its listeners, while libvirt registered
             # it; whoever took it saw no id, and deregisters nothing.
             try:
@@ -213,6 +220,17 @@ class Registrations:
                 self._registry.departed(registration)
             if self._registry.closed:
                 raise ConnectionClosedError("the connection closed while registering")
+
+    def _unparked(self, registration: Registration) -> None:
+        """
+        Another key holds now: deregister the parked registration in the
+        background.  If closing has begun meanwhile, closing the virConnect
+        frees it; its key is free for a waiting registrant either way.
+        """
+        if self._gate.enter():
+            self._inBackground(registration)
+        else:
+            self._registry.departed(registration)
 
     def _joined(self, registration: Registration, listener: Listener) -> None:
         """

@@ -8,6 +8,14 @@ event id, and libvirt rejects the duplicate.  L{Registry} keeps one
 L{Registration} per key, with every L{Listener} of it, each with an id of
 its own, and tracks each registration from its round trip to libvirt until
 libvirt has let go of it (its L{Departure}).
+
+While the connection is open, its last libvirt registration never goes: when
+its listeners have all left it stays with libvirt, I{parked}, its events
+dropped, until a listener of the same key reuses it or another key holds.
+libvirt (seen with 9.0) can otherwise strand the connection's event queue:
+an event queued just as the last registration goes leaves the queue with no
+armed timer for as long as registrations come and go, and nothing is
+delivered any more (C{docs/libvirtd_event_race.py --raw}).
 """
 
 from __future__ import annotations
@@ -113,6 +121,7 @@ class Registry:
         self._registrations: dict[Key, Registration] = {}
         self._leaving: dict[Key, Registration] = {}
         self._listeners: dict[int, Listener] = {}
+        self._parked: Registration | None = None
         self.closed = False
 
     def __len__(self) -> int:
@@ -138,22 +147,33 @@ class Registry:
             if registration is None:
                 registration = Registration(key, predecessor=self._leaving.get(key))
                 self._registrations[key] = registration
+            elif registration is self._parked:
+                self._parked = None  # reused: libvirt has it already
             registration.listeners[listener.id] = listener
             self._listeners[listener.id] = listener
         return listener, registration, fresh
 
-    def registered(self, registration: Registration, libvirtId: int) -> bool:
+    def registered(
+        self, registration: Registration, libvirtId: int
+    ) -> tuple[bool, Registration | None]:
         """
-        Record libvirt's id for C{registration}; false if it went meanwhile
-        (its listeners left, or the connection closed), in which case the
-        caller must deregister C{libvirtId} itself and call L{departed}.
+        Record libvirt's id for C{registration}.  Returns whether it is
+        still there (if it went meanwhile, its listeners gone or the
+        connection closed, the caller must deregister C{libvirtId} itself and
+        call L{departed}), and the parked registration of another key that
+        may go now that this one holds (the caller deregisters it, as after
+        L{remove}, if it has a libvirt id; otherwise its own registrant will).
         """
+        unparked = None
         with self._lock:
             live = self._registrations.get(registration.key) is registration
             if live:
                 registration.libvirtId = libvirtId
+                parked = self._parked
+                if parked is not None and parked is not registration and not self.closed:
+                    unparked = self._unpark()
         registration.settled.set()
-        return live
+        return live, unparked
 
     def abandon(self, registration: Registration, error: BaseException) -> list[Listener]:
         """
@@ -163,6 +183,8 @@ class Registry:
         with self._lock:
             if self._registrations.get(registration.key) is registration:
                 del self._registrations[registration.key]
+            if self._parked is registration:
+                self._parked = None
             for listenerId in registration.listeners:
                 self._listeners.pop(listenerId, None)
             listeners = list(registration.listeners.values())
@@ -192,6 +214,11 @@ class Registry:
             del registration.listeners[listenerId]
             if registration.listeners:
                 return listener, None
+            if self._isLast(registration):
+                if self._parked is not None:
+                    self._unpark()  # one still registering: its registrant undoes it
+                self._parked = registration
+                return listener, None
             del self._registrations[listener.key]
             self._leaving[listener.key] = registration
             return listener, registration
@@ -200,7 +227,8 @@ class Registry:
         """
         Forget every listener, and with C{close} refuse new ones; return
         what went.  The caller deregisters the registrations, as after
-        L{remove}.
+        L{remove}.  Unless closing, one registration that libvirt holds
+        stays, parked.
         """
         with self._lock:
             self.closed = self.closed or close
@@ -208,11 +236,21 @@ class Registry:
             registrations = list(self._registrations.values())
             self._listeners.clear()
             self._registrations.clear()
+            held = [r for r in registrations if r.libvirtId is not None]
+            keep = None
+            if held and not self.closed:
+                keep = self._parked if self._parked in held else held[-1]
+            self._parked = keep
+            going = []
             for registration in registrations:
                 # The caller has them; a leaving registration holds none.
                 registration.listeners = {}
-                self._leaving[registration.key] = registration
-        return listeners, registrations
+                if registration is keep:
+                    self._registrations[registration.key] = registration
+                else:
+                    self._leaving[registration.key] = registration
+                    going.append(registration)
+        return listeners, going
 
     def departed(self, registration: Registration) -> None:
         """libvirt no longer holds C{registration}: its key is free."""
@@ -230,6 +268,30 @@ class Registry:
         """(family, event id, listener id) of every listener."""
         with self._lock:
             return sorted((each.key[0], each.key[1], each.id) for each in self._listeners.values())
+
+    def parked(self) -> Key | None:
+        """The key of the registration libvirt keeps with no listener, if any."""
+        with self._lock:
+            return self._parked.key if self._parked is not None else None
+
+    def _isLast(self, registration: Registration) -> bool:
+        """Whether C{registration} is the one libvirt would be left without (lock held)."""
+        if self.closed:
+            return False
+        return not any(
+            other.libvirtId is not None
+            for other in self._registrations.values()
+            if other is not registration
+        )
+
+    def _unpark(self) -> Registration:
+        """The parked registration goes: it is leaving (lock held)."""
+        parked = self._parked
+        assert parked is not None
+        self._parked = None
+        del self._registrations[parked.key]
+        self._leaving[parked.key] = parked
+        return parked
 
     def listenersOf(self, key: Key) -> tuple[Listener, ...]:
         """The listeners of C{key} right now."""

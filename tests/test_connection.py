@@ -152,10 +152,15 @@ class WrapperTests(ConnectionTestCase):
 
     async def test_eventQueueFinishDeregisters(self) -> None:
         connection = self.wrap(self.uri)
+        # Another key holds, so that the queue's registration really goes
+        # (the last one would stay parked).
+        other = connection.domainEventRegisterAny(None, REBOOT, Recorder())
         queue: EventQueue[tuple[Any, ...]] = EventQueue()
         callbackId = connection.domainEventRegisterAny(None, LIFECYCLE, queue)
-        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
-        self.assertEqual(len(connection.virConnect.domainEventCallbackID), 1)
+        self.assertEqual(
+            connection.tracked(), [("domain", LIFECYCLE, callbackId), ("domain", REBOOT, other)]
+        )
+        self.assertEqual(len(connection.virConnect.domainEventCallbackID), 2)
         consumed = []
 
         async def consume() -> None:
@@ -167,9 +172,9 @@ class WrapperTests(ConnectionTestCase):
         consumer = ensureDeferred(consume())
         queue.finish()
         await consumer
-        self.assertEqual(connection.tracked(), [])
+        self.assertEqual(connection.tracked(), [("domain", REBOOT, other)])
         # libvirt's side goes on the call pool: no round trip on the reactor.
-        await until(lambda: connection.virConnect.domainEventCallbackID == {})
+        await until(lambda: len(connection.virConnect.domainEventCallbackID) == 1)
         self.churn(self.uri, "after-finish")
         await turns(3)
         self.assertEqual(consumed, [])
@@ -326,6 +331,7 @@ class ConcurrencyTests(ConnectionTestCase):
         conn = libvirt.open(daemon.testURI)
         queue: EventQueue[Any] = EventQueue()
         connection = LibvirtConnection(conn, onDomainChange=queue)
+        connection.domainEventRegisterAny(None, REBOOT, Recorder())  # holds: the queue's goes
         started = threading.Event()
         proceed = threading.Event()
         outcomes: list[object] = []
@@ -348,9 +354,10 @@ class ConcurrencyTests(ConnectionTestCase):
         closing = connection.close()
         await until(lambda: connection._registrations._gate.closing)
         proceed.set()
-        # ...and closes the virConnect only once the deregistration is over.
+        # ...and closes the virConnect only once the deregistration is over
+        # (then deregisters the other key itself).
         self.assertEqual(await closing, libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT)
-        self.assertEqual(outcomes, ["deregistered"])
+        self.assertEqual(outcomes, ["deregistered", "deregistered"])
         del conn.domainEventDeregisterAny
         await LOOP.drain()
         self.assertEqual(LOOP.counts(), baseline)
@@ -364,6 +371,7 @@ class ConcurrencyTests(ConnectionTestCase):
         conn = libvirt.open("test:///default")
         connection = LibvirtConnection(conn)
         self.addCleanup(connection.close)
+        held = connection.domainEventRegisterAny(None, REBOOT, Recorder())  # the queue's goes
         queue: EventQueue[Any] = EventQueue()
         connection.domainEventRegisterAny(None, LIFECYCLE, queue)
         started = threading.Event()
@@ -392,7 +400,9 @@ class ConcurrencyTests(ConnectionTestCase):
         proceed.set()
         callbackId = await registration
         self.assertEqual(calls, ["deregistered", "registered"])
-        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        self.assertEqual(
+            connection.tracked(), [("domain", LIFECYCLE, callbackId), ("domain", REBOOT, held)]
+        )
         self.churn("test:///default", "re-registered")
         await events.called(2)
 
@@ -405,6 +415,7 @@ class ConcurrencyTests(ConnectionTestCase):
         conn = libvirt.open("test:///default")
         connection = LibvirtConnection(conn)
         self.addCleanup(connection.close)
+        held = connection.domainEventRegisterAny(None, REBOOT, Recorder())  # the queue's goes
         queue: EventQueue[Any] = EventQueue()
         connection.domainEventRegisterAny(None, LIFECYCLE, queue)
         deregisteredIn: list[threading.Thread] = []
@@ -425,7 +436,9 @@ class ConcurrencyTests(ConnectionTestCase):
         queue.finish()
         callbackId = connection.domainEventRegisterAny(None, LIFECYCLE, Recorder())
         self.assertEqual(deregisteredIn, [threading.current_thread()])
-        self.assertEqual(connection.tracked(), [("domain", LIFECYCLE, callbackId)])
+        self.assertEqual(
+            connection.tracked(), [("domain", LIFECYCLE, callbackId), ("domain", REBOOT, held)]
+        )
         release.set()
         await gatherResults(blockers)
         await until(lambda: not pool._work and pool._idle == len(pool._threads))
