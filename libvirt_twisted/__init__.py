@@ -12,6 +12,7 @@ from ._connection import ConnectionState, LibvirtConnection
 from ._connectionstatus import ConnectionStatus
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, install, installed
+from ._inventory import Change, DomainRecord, Inventory, ObjectRecord
 from ._queue import EventQueue, EventQueueFinished
 from ._registrations import ConnectionClosedError, UnknownCallbackError
 from ._service import LibvirtService, ServiceState
@@ -19,16 +20,20 @@ from ._threads import InThread, callInThread, deferToLibvirtPool, inThread, setT
 from ._uri import maskURI
 
 __all__ = [
+    "Change",
     "ConnectionClosedError",
     "ConnectionState",
     "ConnectionStatus",
+    "DomainRecord",
     "EventLoop",
     "EventLoopInstallError",
     "EventQueue",
     "EventQueueFinished",
     "InThread",
+    "Inventory",
     "LibvirtConnection",
     "LibvirtService",
+    "ObjectRecord",
     "ServiceState",
     "UnknownCallbackError",
     "callInThread",

@@ -13,14 +13,19 @@ from typing import Any
 
 import libvirt
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import _snapshot
 from ._connection import LibvirtConnection, OnClose
 from ._eventloop import EventLoop
-from ._reactor import ThreadsReactor
+from ._reactor import Scheduler, ThreadsReactor
 from ._registrations import quietly
+from ._snapshot import Snapshot
 from ._subscriptions import Registered, Subscription, Subscriptions
 from ._uri import openURI
+
+log = Logger()
 
 #: Opens a URI: C{(uri, readOnly, auth)} -> an open C{virConnect}.
 Opener = Callable[[str, bool, "list[Any] | None"], libvirt.virConnect]
@@ -72,14 +77,84 @@ class Attempt:
     over: Deferred[None] = field(default_factory=Deferred)
     abandoned: bool = False
 
+    def endedOrAfter(self, clock: Scheduler, timeout: float, uri: str) -> Deferred[None]:
+        """
+        Fires once the attempt is over, or after C{timeout} seconds (a
+        frozen daemon can hold an open for ever): then the abandoned attempt
+        closes its connection itself whenever it ends.
+        """
+        ended: Deferred[None] = Deferred()
+
+        def giveUp() -> None:
+            log.warn(
+                "{uri}: a connection attempt is still under way after {timeout}s;"
+                " stopping without it",
+                uri=uri,
+                timeout=timeout,
+            )
+            ended.callback(None)
+
+        timer = clock.callLater(timeout, giveUp)
+
+        def over(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+                ended.callback(None)
+
+        self.over.addBoth(over)
+        return ended
+
+
+@dataclass(eq=False)
+class _Waiter:
+    deferred: Deferred[LibvirtConnection]
+    failuresLeft: int | None
+
+
+class Waiters:
+    """Those waiting for a service's next connection (C{whenConnected})."""
+
+    def __init__(self) -> None:
+        self._waiting: list[_Waiter] = []
+
+    def wait(self, failAfterFailures: int | None) -> Deferred[LibvirtConnection]:
+        """The next connection; or its failure once C{failAfterFailures} attempts failed."""
+        waiter = _Waiter(Deferred(), failAfterFailures)
+        self._waiting.append(waiter)
+        return waiter.deferred
+
+    def connected(self, connection: LibvirtConnection) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.deferred.callback(connection)
+
+    def failed(self, failure: Failure) -> None:
+        """One more attempt failed: those who gave it that many get C{failure}."""
+        for waiter in list(self._waiting):
+            if waiter.failuresLeft is None:
+                continue
+            waiter.failuresLeft -= 1
+            if waiter.failuresLeft <= 0:
+                self._waiting.remove(waiter)
+                waiter.deferred.errback(failure)
+
+    def cancel(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.deferred.errback(error)
+
 
 @dataclass(eq=False)
 class SetUp:
-    """What an attempt made: the connection, and what it registered or why it failed."""
+    """
+    What an attempt made: the connection, what it registered and the
+    snapshot it took once subscribed, or why it failed.
+    """
 
     connection: LibvirtConnection
     registered: Registered
     failure: Failure | None = None
+    snapshot: Snapshot | None = None
 
 
 def setUp(
@@ -89,10 +164,13 @@ def setUp(
     onClose: OnClose,
     reactor: ThreadsReactor,
     eventLoop: EventLoop | None,
+    families: Callable[[Registered], list[str]] | None = None,
 ) -> SetUp:
     """
-    Open, wrap, subscribe: all the round trips, blocking.  A failure after
-    wrapping comes back with the connection, for the reactor thread to close.
+    Open, wrap, subscribe and, given C{families} (which families to take a
+    snapshot of, from what holds), take a snapshot: all the round trips,
+    blocking.  A failure after wrapping comes back with the connection, for
+    the reactor thread to close.
     """
     conn = connector.open()
     try:
@@ -101,7 +179,11 @@ def setUp(
         quietly(conn.close)
         raise
     try:
-        return SetUp(connection, subscriptions.registerAll(connection, snapshot))
+        registered = subscriptions.registerAll(connection, snapshot)
+        taken = None
+        if families is not None:
+            taken = _snapshot.take(conn, families(registered))
+        return SetUp(connection, registered, snapshot=taken)
     except Exception:
         return SetUp(connection, {}, Failure())  # type: ignore[no-untyped-call]
 

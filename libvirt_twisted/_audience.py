@@ -21,6 +21,7 @@ from ._connectionstatus import ConnectionStatus
 from ._delivery import Delivery, Target
 from ._reactor import Scheduler
 from ._subscriptions import Subscription
+from .events import Event, decode
 
 log = Logger()
 
@@ -36,7 +37,7 @@ class Audience:
         self._delivery = Delivery(reactor)
         self._current = current
         self._observers: list[Observer] = []
-        self._held: dict[LibvirtConnection, list[tuple[Target, tuple[Any, ...]]]] = {}
+        self._held: dict[LibvirtConnection, list[tuple[Subscription, tuple[Any, ...]]]] = {}
 
     def addObserver(self, observer: Observer) -> None:
         self._observers.append(observer)
@@ -56,15 +57,25 @@ class Audience:
             return
         item = (connection, *args, subscription.opaque)
         if connection is self._current():
-            self._delivery.give(subscription.target, item)
+            self._give(subscription, item)
         else:
-            self._held.setdefault(connection, []).append((subscription.target, item))
+            self._held.setdefault(connection, []).append((subscription, item))
 
-    def tell(self, status: ConnectionStatus, queues: Iterable[DeferredQueue[Any]]) -> None:
-        """Tell C{queues}, in order with the events before, and the observers."""
+    def tell(
+        self,
+        status: ConnectionStatus,
+        queues: Iterable[DeferredQueue[Any]],
+        synthesized: Iterable[tuple[Target, Event]] = (),
+    ) -> None:
+        """
+        Tell C{queues}, in order with the events before, and the observers;
+        then hand each synthesized event to its decoded subscriber.
+        """
         for queue in queues:
             self._delivery.send(queue, status)
         self.notify(status)
+        for target, event in synthesized:
+            self._delivery.giveOne(target, event)
 
     def notify(self, status: ConnectionStatus) -> None:
         """Tell the observers only (a failed attempt is no news to queues)."""
@@ -79,11 +90,25 @@ class Audience:
         connection: LibvirtConnection,
         status: ConnectionStatus,
         queues: Iterable[DeferredQueue[Any]],
+        synthesized: Iterable[tuple[Target, Event]] = (),
     ) -> None:
-        """C{connection} is now current: tell C{status}, then release its events."""
-        self.tell(status, queues)
-        for target, item in self._held.pop(connection, ()):
-            self._delivery.give(target, item)
+        """
+        C{connection} is now current: tell C{status}, then the events that
+        explain what changed while there was none, then its own events.
+        """
+        self.tell(status, queues, synthesized)
+        for subscription, item in self._held.pop(connection, ()):
+            if subscription.live:
+                self._give(subscription, item)
+
+    def _give(self, subscription: Subscription, item: tuple[Any, ...]) -> None:
+        """One event to one subscriber, decoded if it asked."""
+        if subscription.decoded:
+            family, eventID = subscription.family.name, subscription.eventID
+            event = decode(family, eventID, item[1:-1])
+            self._delivery.giveOne(subscription.target, event)
+        else:
+            self._delivery.give(subscription.target, item)
 
     def forget(self, connection: LibvirtConnection) -> None:
         """C{connection} will never be current (again): drop what it held."""

@@ -6,9 +6,12 @@ subscribers receive it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-State = Literal["connected", "disconnected", "reconnected", "failed", "stopped"]
+if TYPE_CHECKING:
+    from .events import Event
+
+State = Literal["connected", "disconnected", "reconnected", "resynced", "failed", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -19,15 +22,24 @@ class ConnectionStatus:
     they know when to resynchronise.
 
     @ivar state: C{connected} (first time), C{disconnected} (with the close
-        reason), C{reconnected}, C{failed} (an attempt failed; it will retry)
+        reason), C{reconnected}, C{resynced} (a periodic resync found what
+        libvirt had not told), C{failed} (an attempt failed; it will retry)
         or C{stopped}.
     @ivar uri: the URI, its password masked.
     @ivar reason: the close reason's name (C{EOF}, C{KEEPALIVE}...) or the
         error of a failed attempt.
     @ivar failures: failed attempts in a row.
+    @ivar changes: with a service's inventory, on C{reconnected} and
+        C{resynced}: the synthesized events that explain what changed
+        unseen (C{Event.synthetic}), in order.  Raw callback subscribers
+        never receive those as callbacks: this is how they learn of them.
+    @ivar lost: on C{resynced}, how many of the changes libvirt should have
+        told while the connection was up: events it lost.
     """
 
     state: State
     uri: str
     reason: str | None = None
     failures: int = 0
+    changes: tuple[Event, ...] = ()
+    lost: int = 0

@@ -45,6 +45,13 @@ class Delivery:
         except Exception:
             self.log.failure("event callback {callback!r} raised", callback=target)
 
+    def giveOne(self, target: Target, value: object) -> None:
+        """Call C{target} with C{value} alone, or send it to it if it is a queue."""
+        if isinstance(target, DeferredQueue):
+            self.send(target, value)
+        else:
+            self.give(target, (value,))
+
     def send(self, queue: DeferredQueue[Any], item: object) -> None:
         """Put C{item} in C{queue} on the next reactor turn, in order."""
         if not self._queued:

@@ -92,6 +92,7 @@ class EventLoop:
         self._shuttingDown = False
         self._dispatching = False
         self._dueNow: list[Timer] = []
+        self._lostEventObservers: list[Callable[[], object]] = []
         self.fired = 0
         self.dispatched = 0
 
@@ -206,6 +207,31 @@ class EventLoop:
             " register again, it may deliver no events until every registration"
             " on it is gone"
         )
+        if not self._lostEventObservers:
+            return
+        # Inside libvirt's locks, from any thread: tell them on a later turn.
+        if self._isReactorThread() or self._fromThreads is None:
+            self.reactor.callLater(0, self._tellLostEvent)
+        else:
+            self._fromThreads.callFromThread(self._tellLostEvent)
+
+    def addLostEventObserver(self, observer: Callable[[], object]) -> None:
+        """
+        Call C{observer}, on a later reactor turn, whenever libvirt loses an
+        event to its race in this process (which connection's, libvirt does
+        not say): a service with an inventory resyncs at once.
+        """
+        self._lostEventObservers.append(observer)
+
+    def removeLostEventObserver(self, observer: Callable[[], object]) -> None:
+        self._lostEventObservers.remove(observer)
+
+    def _tellLostEvent(self) -> None:
+        for observer in list(self._lostEventObservers):
+            try:
+                observer()
+            except Exception:
+                self.log.failure("lost-event observer {observer!r} raised", observer=observer)
 
     def onReactorThread(self) -> bool:
         """Whether the caller is on the thread that runs this loop's reactor."""

@@ -30,6 +30,7 @@ class Scheduler(Protocol):
     def callLater(
         self, delay: float, callable: Callable[..., Any], /, *args: Any, **kw: Any
     ) -> IDelayedCall: ...
+    def seconds(self) -> float: ...
 
 
 class EventLoopReactor(Scheduler, Protocol):

@@ -15,28 +15,36 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredQueue,
+    fail,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._attempt import Attempt, Connector, Opener, SetUp, setUp
+from ._attempt import Attempt, Connector, Opener, SetUp, Waiters, setUp
 from ._audience import Audience
 from ._connection import ConnectionState, LibvirtConnection
 from ._connectionstatus import ConnectionStatus, State
 from ._delivery import Target
 from ._eventloop import EventLoop
 from ._install import installed
+from ._inventory import Inventory
+from ._keeper import InventoryKeeper
 from ._reactor import Scheduler, ThreadsReactor, resolve
 from ._subscriptions import Subscriptions
 from ._threads import deferToLibvirtPool
 from ._uri import checkURI, maskURI, openURI, scrubber, scrubFailure
-from .events import closeReasonName
+from .events import Event, allKinds, closeReasonName
 
 log = Logger()
 
@@ -56,14 +64,6 @@ class ServiceState(enum.Enum):
     WAITING = "waiting"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-@dataclass(eq=False)
-class _Waiter:
-    """A L{LibvirtService.whenConnected} caller, and how many failures it still takes."""
-
-    deferred: Deferred[LibvirtConnection]
-    failuresLeft: int | None
 
 
 class LibvirtService(Service):
@@ -88,9 +88,16 @@ class LibvirtService(Service):
         auth)} -> C{virConnect}; C{libvirt.open} and its kin by default.
     @param eventLoop: the event loop libvirt uses; the installed one by
         default.
+    @param inventory: keep an L{Inventory} of the host (C{service.inventory}),
+        resynchronised after every (re)connection.
+    @param resync: with C{inventory}, compare it with a fresh snapshot every
+        C{resync} seconds (L{None}: never), to repair what libvirt lost.
     @ivar state: the L{ServiceState}.
     @ivar connection: the current L{LibvirtConnection}, or L{None} while
         there is none.
+    @ivar inventory: the L{Inventory}, or L{None} without C{inventory=True}.
+    @ivar lostEvents: how many changes the drift checks found that libvirt
+        had not told, since the service was made.
     """
 
     def __init__(
@@ -106,11 +113,13 @@ class LibvirtService(Service):
         *,
         opener: Opener | None = None,
         eventLoop: EventLoop | None = None,
+        inventory: bool = False,
+        resync: float | None = 60.0,
     ) -> None:
         self.uri = checkURI(uri)
         self.maskedURI = maskURI(uri)
         self._scrub = scrubber(uri)
-        _checkArguments(retryPolicy, stopTimeout)
+        _checkArguments(retryPolicy, stopTimeout, resync)
         self._connector = Connector(uri, readOnly, auth, keepalive, opener or openURI)
         self.readOnly = readOnly
         self.keepalive = keepalive
@@ -125,15 +134,37 @@ class LibvirtService(Service):
         self._subscriptions = Subscriptions(
             self.maskedURI, self._scrub, self._reactor, self._audience.event
         )
-        self._waiters: list[_Waiter] = []
+        self._waiters = Waiters()
         self._attempt: Attempt | None = None
         self._retry: IDelayedCall | None = None
         self._failures = 0
         self._connections = 0
         self._closings: set[Deferred[int]] = set()
+        self.inventory: Inventory | None = None
+        self._keeper: InventoryKeeper | None = None
+        if inventory:
+            self.inventory = Inventory(self._clock)
+            self._keeper = InventoryKeeper(
+                self.inventory,
+                self.maskedURI,
+                resync,
+                self._subscriptions,
+                self._audience,
+                lambda: self.connection,
+                self._reactor,
+                self._clock,
+            )
 
     def __repr__(self) -> str:
         return f"<LibvirtService {self.maskedURI} {self.state.value}>"
+
+    @property
+    def lostEvents(self) -> int:
+        """
+        How many changes the inventory's drift checks found that libvirt had
+        not told while connected (0 without an inventory).
+        """
+        return self._keeper.lostEvents if self._keeper is not None else 0
 
     # Subscriptions: kept across reconnections.
 
@@ -154,6 +185,37 @@ class LibvirtService(Service):
         L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
         L{unsubscribe}.
         """
+        return self._subscribe(family, eventID, callback, opaque, objectFilter, False)
+
+    def watch(
+        self,
+        kind: str,
+        callback: Callable[[Event], object] | DeferredQueue[Any],
+        objectFilter: str | None = None,
+    ) -> int:
+        """
+        Receive every event of C{kind} (C{domain.lifecycle}...) as one
+        decoded L{Event}, on every connection the service makes.  With an
+        inventory, the synthesized events that explain what changed unseen
+        (C{event.synthetic}) come too, after the connection's status and
+        before its own events.  A queue also receives every
+        L{ConnectionStatus}.  Returns an id for L{unsubscribe}.
+        """
+        known = allKinds()
+        if kind not in known:
+            raise ValueError(f"unknown event kind {kind!r}; allKinds() lists this libvirt's")
+        family, eventID = known[kind]
+        return self._subscribe(family, eventID, callback, None, objectFilter, True)
+
+    def _subscribe(
+        self,
+        family: str,
+        eventID: int,
+        callback: Target,
+        opaque: Any,
+        objectFilter: str | None,
+        decoded: bool,
+    ) -> int:
         subscription = self._subscriptions.add(
             family,
             eventID,
@@ -161,6 +223,7 @@ class LibvirtService(Service):
             opaque,
             objectFilter,
             onFinish=lambda finished: self.unsubscribe(finished, missingOK=True),
+            decoded=decoded,
         )
         connection = self.connection
         if connection is not None:
@@ -183,18 +246,16 @@ class LibvirtService(Service):
 
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """
-        The current connection, or the next one.  With C{failAfterFailures},
-        fail with the last error once that many attempts from now have
-        failed; fail with C{CancelledError} if the service is (or gets)
-        stopped.
+        The current connection, or the next one (before C{startService()}
+        too, as with C{ClientService}).  With C{failAfterFailures}, fail
+        with the last error once that many attempts from now have failed;
+        fail with C{CancelledError} if the service is (or gets) stopped.
         """
         if self.connection is not None:
             return succeed(self.connection)
-        if not self.running:
-            return fail(CancelledError(f"{self!r} is not running"))
-        waiter = _Waiter(Deferred(), failAfterFailures)
-        self._waiters.append(waiter)
-        return waiter.deferred
+        if self.state in (ServiceState.STOPPING, ServiceState.STOPPED):
+            return fail(CancelledError(f"{self!r} is stopped"))
+        return self._waiters.wait(failAfterFailures)
 
     # Service.
 
@@ -205,6 +266,8 @@ class LibvirtService(Service):
         self._failures = 0
         self._connections = 0
         log.info("libvirt service for {uri} starting", uri=self.maskedURI)
+        if self._keeper is not None:
+            self._keeper.start(self._loop())
         self._connect()
 
     def stopService(self) -> Deferred[None]:
@@ -214,11 +277,11 @@ class LibvirtService(Service):
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.deferred.errback(CancelledError(f"{self!r} stopped"))
+        self._waiters.cancel(CancelledError(f"{self!r} stopped"))
         connection, self.connection = self.connection, None
         self._subscriptions.disown()
+        if self._keeper is not None:
+            self._keeper.stop()
         if connection is not None:
             self._closeLater(connection)
         log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
@@ -239,37 +302,13 @@ class LibvirtService(Service):
             log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
             stopped.callback(None)
 
-        self._attemptOver(attempt).addBoth(waitForCloses).addBoth(done)
+        over = (
+            attempt.endedOrAfter(self._clock, self._stopTimeout, self.maskedURI)
+            if attempt
+            else succeed(None)
+        )
+        over.addBoth(waitForCloses).addBoth(done)
         return stopped
-
-    def _attemptOver(self, attempt: Attempt | None) -> Deferred[None]:
-        """
-        Fires once C{attempt}, if any, is over, or after C{stopTimeout}:
-        then the abandoned attempt closes its connection itself whenever it
-        ends.
-        """
-        if attempt is None:
-            return succeed(None)
-        over: Deferred[None] = Deferred()
-
-        def giveUp() -> None:
-            log.warn(
-                "{uri}: a connection attempt is still under way after {timeout}s;"
-                " stopping without it",
-                uri=self.maskedURI,
-                timeout=self._stopTimeout,
-            )
-            over.callback(None)
-
-        timer = self._clock.callLater(self._stopTimeout, giveUp)
-
-        def ended(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-                over.callback(None)
-
-        attempt.over.addBoth(ended)
-        return over
 
     # Connecting, off the reactor thread.
 
@@ -287,6 +326,7 @@ class LibvirtService(Service):
             self._lost,
             self._reactor,
             self._eventLoop,
+            self._keeper.families if self._keeper is not None else None,
         )
         d.addCallback(self._opened, attempt, {s.id for s in snapshot})
         d.addErrback(self._failed, attempt)
@@ -318,11 +358,18 @@ class LibvirtService(Service):
         self._failures = 0
         self._moveTo(ServiceState.CONNECTED)
         log.info("{uri}: {state}", uri=self.maskedURI, state=state)
-        status = ConnectionStatus(state, self.maskedURI)
-        self._audience.connected(connection, status, self._subscriptions.queues())
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.deferred.callback(connection)
+        changes = []
+        if self._keeper is not None:
+            changes = self._keeper.connected(connection, made.snapshot)
+        synthesized = tuple(event for change in changes for event in change.events)
+        status = ConnectionStatus(state, self.maskedURI, changes=synthesized)
+        self._audience.connected(
+            connection,
+            status,
+            self._subscriptions.queues(),
+            self._subscriptions.decodedFor(synthesized),
+        )
+        self._waiters.connected(connection)
 
     def _failed(self, failure: Failure, attempt: Attempt) -> None:
         if attempt.abandoned:
@@ -340,13 +387,7 @@ class LibvirtService(Service):
         )
         self._retryIn(delay)
         self._audience.notify(ConnectionStatus("failed", self.maskedURI, message, self._failures))
-        for waiter in list(self._waiters):
-            if waiter.failuresLeft is None:
-                continue
-            waiter.failuresLeft -= 1
-            if waiter.failuresLeft <= 0:
-                self._waiters.remove(waiter)
-                waiter.deferred.errback(failure)
+        self._waiters.failed(failure)
 
     def _lost(self, connection: LibvirtConnection, reason: int) -> None:
         """The connection closed (it has let go of everything): reconnect."""
@@ -355,6 +396,8 @@ class LibvirtService(Service):
             return
         self.connection = None
         self._subscriptions.disown()
+        if self._keeper is not None:
+            self._keeper.disconnected()
         name = closeReasonName(reason)
         log.warn("{uri}: disconnected ({reason})", uri=self.maskedURI, reason=name)
         if self.running:
@@ -396,7 +439,11 @@ class LibvirtService(Service):
         closing.addBoth(closed)
 
 
-def _checkArguments(retryPolicy: object, stopTimeout: object) -> None:
+def _checkArguments(retryPolicy: object, stopTimeout: object, resync: object) -> None:
+    if resync is not None and (
+        not isinstance(resync, (int, float)) or isinstance(resync, bool) or not resync > 0
+    ):
+        raise ValueError(f"resync must be a positive number of seconds or None, not {resync!r}")
     if retryPolicy is not None and not callable(retryPolicy):
         raise TypeError(f"retryPolicy must be a callable, not {retryPolicy!r}")
     if not isinstance(stopTimeout, (int, float)) or isinstance(stopTimeout, bool):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from ._queue import EventQueue
 from ._reactor import ThreadsReactor
 from ._registrations import ConnectionClosedError, UnknownCallbackError, checkCallback
 from ._threads import deferToLibvirtPool
-from .events import checkEventID
+from .events import Event, checkEventID, eventIDs
 
 log = Logger()
 
@@ -40,7 +40,11 @@ Registered = dict[int, int]
 
 @dataclass(eq=False)
 class Subscription:
-    """One subscription's arguments, kept to register it on every connection."""
+    """
+    One subscription's arguments, kept to register it on every connection.
+    A C{decoded} one receives each event as one L{Event} (synthesized ones
+    included) instead of the callback's arguments.
+    """
 
     id: int
     family: _families.Family
@@ -48,9 +52,15 @@ class Subscription:
     target: Target
     opaque: Any
     objectFilter: str | None
+    decoded: bool = False
     route: Route = field(init=False)
     live: bool = True
     forget: Callable[[], None] | None = None
+
+    @property
+    def kind(self) -> str:
+        """The kind of its events, C{domain.lifecycle}..."""
+        return kindOf(self.family.name, self.eventID)
 
 
 class Route:
@@ -103,6 +113,7 @@ class Subscriptions:
         opaque: Any,
         objectFilter: str | None,
         onFinish: Callable[[int], None],
+        decoded: bool = False,
     ) -> Subscription:
         """Check and keep a subscription; C{onFinish(id)} when its queue finishes."""
         family = _families.family(familyName)
@@ -111,7 +122,7 @@ class Subscriptions:
         if objectFilter is not None and not isinstance(objectFilter, str):
             raise TypeError(f"objectFilter is a UUID or name string, not {objectFilter!r}")
         subscription = Subscription(
-            next(self._ids), family, eventID, callback, opaque, objectFilter
+            next(self._ids), family, eventID, callback, opaque, objectFilter, decoded
         )
         subscription.route = Route(subscription, self._sink)
         self._all[subscription.id] = subscription
@@ -137,6 +148,20 @@ class Subscriptions:
     def holds(self, subscriptionId: int) -> bool:
         """Whether libvirt has accepted the subscription on the current connection."""
         return subscriptionId in self._registered
+
+    def decodedFor(self, events: Iterable[Event]) -> list[tuple[Target, Event]]:
+        """
+        Each of C{events} (synthesized) with each decoded subscriber of its
+        kind and object, in order.
+        """
+        decoded = [s for s in self._all.values() if s.decoded]
+        return [
+            (subscription.target, event)
+            for event in events
+            for subscription in decoded
+            if subscription.kind == event.kind
+            and subscription.objectFilter in (None, event.uuid, event.name)
+        ]
 
     def snapshot(self) -> list[Subscription]:
         """The subscriptions now, for a connection attempt to register."""
@@ -239,3 +264,9 @@ def _unsubscribe(connection: LibvirtConnection, listenerId: int) -> None:
     """Undo a route's registration; a connection closed meanwhile has done it."""
     with contextlib.suppress(UnknownCallbackError):
         connection.unsubscribe(listenerId)
+
+
+def kindOf(family: str, eventID: int) -> str:
+    """The kind of a family's event id: C{("domain", 0)} -> C{"domain.lifecycle"}."""
+    names = {value: name for name, value in eventIDs(family).items()}
+    return f"{family}.{names[eventID]}"

@@ -98,7 +98,7 @@ _NOT_CODES = (
 )
 
 #: L{Event.asDict} keys that are not fields.
-_CORE = ("family", "kind", "name", "uuid")
+_CORE = ("family", "kind", "name", "uuid", "synthetic")
 
 
 @dataclass(frozen=True, repr=False)
@@ -112,6 +112,9 @@ class Event:
     @ivar uuid: the object's UUID, or L{None} where it has none.
     @ivar fields: every other callback argument by name, codes by name; JSON
         data, frozen (mappings read-only, sequences as tuples).
+    @ivar synthetic: true for an event that libvirt did not send: one that
+        a service's resync made up to explain a change it found (see
+        L{libvirt_twisted.Inventory}).
     """
 
     family: str
@@ -119,6 +122,7 @@ class Event:
     name: str | None
     uuid: str | None
     fields: Mapping[str, Any]
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
         clashes = set(_CORE).intersection(self.fields)
@@ -128,11 +132,17 @@ class Event:
 
     def __repr__(self) -> str:
         fields = "".join(f", {key}={value!r}" for key, value in _thaw(self.fields).items())
-        return f"Event({self.kind!r}, name={self.name!r}, uuid={self.uuid!r}{fields})"
+        synthetic = ", synthetic=True" if self.synthetic else ""
+        return f"Event({self.kind!r}, name={self.name!r}, uuid={self.uuid!r}{fields}{synthetic})"
 
     def asDict(self) -> dict[str, Any]:
-        """The event as a new, JSON-ready dict: the four attributes, then the fields."""
+        """
+        The event as a new, JSON-ready dict: the four attributes, then the
+        fields, then C{"synthetic": True} for a synthetic event.
+        """
         core = {"family": self.family, "kind": self.kind, "name": self.name, "uuid": self.uuid}
+        if self.synthetic:
+            return {**core, **_thaw(self.fields), "synthetic": True}
         return {**core, **_thaw(self.fields)}
 
 

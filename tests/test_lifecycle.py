@@ -109,6 +109,14 @@ class ServiceLifecycleTests(TestCase):
             ],
         )
 
+    async def test_whenConnectedBeforeStartWaitsForTheFirstConnection(self) -> None:
+        service, _, _ = self.service(Opener(failures=0))
+        early = service.whenConnected()
+        self.assertNoResult(early)
+        service.startService()
+        connection = await early
+        self.assertIs(connection, service.connection)
+
     async def test_whenConnectedGivesUpAfterFailures(self) -> None:
         service, clock, statuses = self.service(Opener(failures=5))
         service.startService()

@@ -1,0 +1,383 @@
+"""
+Inventory: the domains, networks and storage pools of one host, as the
+program last knew them, read with no round trip.
+
+It is built from one snapshot and then follows lifecycle events, with no
+round trip on the event path.  A L{LibvirtService} made with
+C{inventory=True} keeps one: it diffs a fresh snapshot against it after every
+(re)connection and every C{resync} seconds, and what differs becomes a
+L{Change} explained by synthesized events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from twisted.internet.defer import DeferredQueue
+
+from ._delivery import Delivery
+from ._lifecycle import (
+    DomainState,
+    PoolState,
+    domainAfter,
+    explainDomain,
+    explainPool,
+    poolAfter,
+)
+from ._reactor import Scheduler, resolve
+from ._snapshot import Snapshot
+from .events import Event
+
+Source = Literal["event", "resync"]
+
+#: The families an inventory tracks.
+FAMILIES = ("domain", "network", "storage_pool")
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRecord:
+    """
+    One domain.  C{state} and C{reason} are libvirt's names (C{RUNNING},
+    C{BOOTED}); C{changed} is when it last changed (the reactor's time) and
+    C{source} whether an event or a resync said so.
+    """
+
+    uuid: str
+    name: str
+    state: str
+    reason: str
+    persistent: bool
+    changed: float
+    source: Source
+
+    @property
+    def active(self) -> bool:
+        """Whether the domain runs (paused, shutting down and crashed included)."""
+        return DomainState(self.state, self.reason, self.persistent).active
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """One network or storage pool (C{family} says which)."""
+
+    family: str
+    uuid: str
+    name: str
+    active: bool
+    persistent: bool
+    changed: float
+    source: Source
+
+
+Record = DomainRecord | ObjectRecord
+
+
+@dataclass(frozen=True)
+class Change:
+    """
+    One object's record changed.  C{before} or C{after} is L{None} when it
+    appeared or went.  C{events} are libvirt's event that did it, or the
+    synthesized ones that explain what a resync found (C{Event.synthetic}).
+    C{lost} is true when a resync found the change while the connection was
+    up: libvirt lost the event that should have told.
+    """
+
+    family: str
+    uuid: str
+    before: Record | None
+    after: Record | None
+    events: tuple[Event, ...]
+    source: Source
+    lost: bool = False
+
+
+Observer = Callable[[Change], object] | DeferredQueue[Change]
+
+
+class Inventory:
+    """
+    The objects of one host by UUID: L{domains}, L{networks},
+    L{storagePools}, read-only mappings to records.
+
+    Observers (a callable, or a queue, which gets them on a later reactor
+    turn) receive every L{Change}.
+
+    @param reactor: gives the time of each change, and schedules queue
+        observers; the global reactor by default.
+    """
+
+    def __init__(self, reactor: Scheduler | None = None) -> None:
+        self._reactor: Scheduler = resolve(reactor)
+        self._delivery = Delivery(self._reactor)
+        self._records: dict[str, dict[str, Record]] = {family: {} for family in FAMILIES}
+        self._observers: list[Observer] = []
+        self._tracked: frozenset[str] = frozenset()
+        self._sequence = 0
+        self._touched: dict[tuple[str, str], int] = {}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{family}={len(self._records[family])}" for family in FAMILIES)
+        return f"<Inventory {counts}>"
+
+    @property
+    def domains(self) -> Mapping[str, DomainRecord]:
+        """Every domain by UUID."""
+        return MappingProxyType(self._records["domain"])  # type: ignore[arg-type]
+
+    @property
+    def networks(self) -> Mapping[str, ObjectRecord]:
+        """Every network by UUID."""
+        return MappingProxyType(self._records["network"])  # type: ignore[arg-type]
+
+    @property
+    def storagePools(self) -> Mapping[str, ObjectRecord]:
+        """Every storage pool by UUID."""
+        return MappingProxyType(self._records["storage_pool"])  # type: ignore[arg-type]
+
+    @property
+    def tracked(self) -> frozenset[str]:
+        """The families the inventory knows (a driver may have no networks)."""
+        return self._tracked
+
+    def domain(self, nameOrUUID: str) -> DomainRecord | None:
+        """The domain with that UUID, or else that name, if there is one."""
+        records = self._records["domain"]
+        found = records.get(nameOrUUID)
+        if found is None:
+            found = next((r for r in records.values() if r.name == nameOrUUID), None)
+        assert found is None or isinstance(found, DomainRecord)
+        return found
+
+    def addObserver(self, observer: Observer) -> None:
+        """Tell C{observer} of every change from now on."""
+        if not (callable(observer) or isinstance(observer, DeferredQueue)):
+            raise TypeError(f"an observer is a callable or a DeferredQueue, not {observer!r}")
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    # Keeping it: the service's to call.
+
+    def apply(self, event: Event) -> Change | None:
+        """
+        Follow one of libvirt's lifecycle events (decoded); the change it
+        made, if any.  No round trip: everything is in the event.
+        """
+        family, uuid = event.family, event.uuid
+        if family not in self._tracked or uuid is None or not event.kind.endswith(".lifecycle"):
+            return None
+        self._sequence += 1
+        self._touched[(family, uuid)] = self._sequence
+        before = self._records[family].get(uuid)
+        name = event.name or (before.name if before is not None else uuid)
+        kind = str(event.fields.get("event"))
+        after: Record | None
+        if family == "domain":
+            detail = str(event.fields.get("detail"))
+            state = domainAfter(_domainState(before), kind, detail)
+            after = None if state is None else self._domain(uuid, name, state, "event")
+        else:
+            pool = poolAfter(_poolState(before), kind)
+            after = None if pool is None else self._object(family, uuid, name, pool, "event")
+        return self._record(family, uuid, before, after, (event,), "event")
+
+    def rebuild(self, snapshot: Snapshot) -> list[Change]:
+        """Start over from C{snapshot}: the changes, explained by no event."""
+        return self._reconcile(snapshot, synthesize=False, lost=False)
+
+    def reconcile(self, snapshot: Snapshot, lost: bool = False) -> list[Change]:
+        """
+        Make the inventory equal C{snapshot}; each difference is a change
+        explained by synthesized events (marked C{lost} if asked).
+        """
+        return self._reconcile(snapshot, synthesize=True, lost=lost)
+
+    def differences(self, snapshot: Snapshot) -> list[tuple[str, str]]:
+        """(family, UUID) of each object the inventory and C{snapshot} disagree on."""
+        found = []
+        for family in self._tracked:
+            wanted = snapshot.family(family)
+            if wanted is None:
+                continue
+            records = self._records[family]
+            for uuid in records.keys() | wanted.keys():
+                if not _same(records.get(uuid), wanted.get(uuid)):
+                    found.append((family, uuid))
+        return found
+
+    def touchedSince(self, family: str, uuid: str, sequence: int) -> bool:
+        """Whether an event about that object came after event number C{sequence}."""
+        return self._touched.get((family, uuid), 0) > sequence
+
+    @property
+    def sequence(self) -> int:
+        """How many events the inventory has followed: a mark for L{touchedSince}."""
+        return self._sequence
+
+    def forgetTouchesBefore(self, sequence: int) -> None:
+        """Forget when objects no longer there were last touched, up to C{sequence}."""
+        self._touched = {
+            key: seen
+            for key, seen in self._touched.items()
+            if seen > sequence or key[1] in self._records[key[0]]
+        }
+
+    def correct(self, snapshot: Snapshot, keys: Iterable[tuple[str, str]]) -> list[Change]:
+        """Like L{reconcile} with C{lost}, for the objects C{keys} only."""
+        changes = []
+        for family, uuid in keys:
+            wanted = snapshot.family(family)
+            if wanted is not None:
+                change = self._resync(family, uuid, wanted.get(uuid), True, True)
+                if change is not None:
+                    changes.append(change)
+        return changes
+
+    # The machinery.
+
+    def _reconcile(self, snapshot: Snapshot, synthesize: bool, lost: bool) -> list[Change]:
+        tracked = {family for family in FAMILIES if snapshot.family(family) is not None}
+        for family in FAMILIES:
+            if family not in tracked:
+                self._records[family] = {}
+        self._tracked = frozenset(tracked)
+        changes = []
+        for family in FAMILIES:
+            wanted = snapshot.family(family)
+            if wanted is None:
+                continue
+            for uuid in sorted(self._records[family].keys() | wanted.keys()):
+                change = self._resync(family, uuid, wanted.get(uuid), synthesize, lost)
+                if change is not None:
+                    changes.append(change)
+        return changes
+
+    def _resync(
+        self, family: str, uuid: str, wanted: Any, synthesize: bool, lost: bool
+    ) -> Change | None:
+        before = self._records[family].get(uuid)
+        after: Record | None = None
+        if wanted is not None:
+            name, state = wanted
+            if before is not None and _same(before, wanted):
+                if isinstance(before, DomainRecord) and before.reason != state.reason:
+                    after = self._domain(uuid, name, state, "resync", quietly=before)
+                    self._records[family][uuid] = after
+                return None  # the same but for a reason: no change to tell
+            if family == "domain":
+                after = self._domain(uuid, name, state, "resync")
+            else:
+                after = self._object(family, uuid, name, state, "resync")
+        elif before is None:
+            return None
+        events = _explain(family, uuid, before, after) if synthesize else ()
+        return self._record(family, uuid, before, after, events, "resync", lost)
+
+    def _record(
+        self,
+        family: str,
+        uuid: str,
+        before: Record | None,
+        after: Record | None,
+        events: tuple[Event, ...],
+        source: Source,
+        lost: bool = False,
+    ) -> Change | None:
+        if _unchanged(before, after):
+            return None
+        if after is None:
+            del self._records[family][uuid]
+        else:
+            self._records[family][uuid] = after
+        change = Change(family, uuid, before, after, events, source, lost)
+        for observer in list(self._observers):
+            if isinstance(observer, DeferredQueue):
+                self._delivery.send(observer, change)
+            else:
+                self._delivery.give(observer, (change,))
+        return change
+
+    def _domain(
+        self,
+        uuid: str,
+        name: str,
+        state: DomainState,
+        source: Source,
+        quietly: DomainRecord | None = None,
+    ) -> DomainRecord:
+        changed = quietly.changed if quietly is not None else self._reactor.seconds()
+        return DomainRecord(
+            uuid, name, state.state, state.reason, state.persistent, changed, source
+        )
+
+    def _object(
+        self, family: str, uuid: str, name: str, state: PoolState, source: Source
+    ) -> ObjectRecord:
+        return ObjectRecord(
+            family, uuid, name, state.active, state.persistent, self._reactor.seconds(), source
+        )
+
+
+def _domainState(record: Record | None) -> DomainState | None:
+    if not isinstance(record, DomainRecord):
+        return None
+    return DomainState(record.state, record.reason, record.persistent)
+
+
+def _poolState(record: Record | None) -> PoolState | None:
+    if not isinstance(record, ObjectRecord):
+        return None
+    return PoolState(record.active, record.persistent)
+
+
+def _same(record: Record | None, wanted: Any) -> bool:
+    """Whether a record and a snapshot's (name, state) agree, as a resync compares them."""
+    if record is None or wanted is None:
+        return record is None and wanted is None
+    name, state = wanted
+    if record.name != name:
+        return False
+    if isinstance(record, DomainRecord):
+        return bool(_domainState(record).alike(state))  # type: ignore[union-attr]
+    return bool(_poolState(record) == state)
+
+
+def _unchanged(before: Record | None, after: Record | None) -> bool:
+    """Whether nothing but the time and the source differ."""
+    if before is None or after is None:
+        return before is after
+    if isinstance(before, DomainRecord) and isinstance(after, DomainRecord):
+        return (before.name, before.state, before.reason, before.persistent) == (
+            after.name,
+            after.state,
+            after.reason,
+            after.persistent,
+        )
+    if isinstance(before, ObjectRecord) and isinstance(after, ObjectRecord):
+        return (before.name, before.active, before.persistent) == (
+            after.name,
+            after.active,
+            after.persistent,
+        )
+    return False
+
+
+def _explain(
+    family: str, uuid: str, before: Record | None, after: Record | None
+) -> tuple[Event, ...]:
+    """The synthesized lifecycle events that take an object from C{before} to C{after}."""
+    name = (after or before).name if (after or before) is not None else None  # type: ignore[union-attr]
+    kind = f"{family}.lifecycle"
+    if family == "domain":
+        return tuple(
+            Event(family, kind, name, uuid, {"event": e, "detail": d}, synthetic=True)
+            for e, d in explainDomain(_domainState(before), _domainState(after))
+        )
+    return tuple(
+        Event(family, kind, name, uuid, {"event": e, "detail": 0}, synthetic=True)
+        for e in explainPool(_poolState(before), _poolState(after))
+    )
