@@ -8,12 +8,13 @@ going; after each round of 100 such cycles a fresh connection checks that a
 domain defined and undefined now still reaches it.  With --anchor a
 connection keeps a registration for the whole run, and events should never
 stop.  With --raw, the client library: one bare virConnect registers and
-deregisters a callback 100 times a round, alternating two event ids, so that
-its last registration keeps going (the daemon anchored), then checks that it
-still receives events itself.  --client does the same through a
-LibvirtConnection, which keeps the last registration parked, so libvirt
-still registers and deregisters (each key frees the other) but the count
-never reaches zero: events should never stop.  --kept is --raw while that
+deregisters a domain lifecycle callback 100 times a round, so that its last
+registration keeps going (the daemon anchored), then checks that it still
+receives events itself.  --client does the same through a
+LibvirtConnection, with a lifecycle and a reboot callback in turn: it keeps
+its last registration parked, so libvirt still registers and deregisters
+(each key frees the other) but the count never reaches zero, and events
+should never stop.  --kept is --raw while that
 connection keeps one other registration (a network one).  Run from a
 checkout:
 
@@ -86,10 +87,12 @@ async def churnConnections(uri: str) -> None:
         await conn.close()
 
 
-async def churnRegistrations(conn: LibvirtConnection | libvirt.virConnect) -> None:
-    """C{conn}'s last registration goes (unless parked), 100 times, two keys in turn."""
+async def churnRegistrations(
+    conn: LibvirtConnection | libvirt.virConnect, eventIDs: tuple[int, ...]
+) -> None:
+    """C{conn}'s last registration goes (unless parked), 100 times, C{eventIDs} in turn."""
     for cycle in range(100):
-        eventID = (LIFECYCLE, REBOOT)[cycle % 2]
+        eventID = eventIDs[cycle % len(eventIDs)]
         callbackID = await threads.deferToThread(
             conn.domainEventRegisterAny, None, eventID, lambda *a: None, None
         )
@@ -115,7 +118,10 @@ async def main(rounds: int, mode: str) -> None:
         try:
             for n in range(rounds):
                 if churned is not None:
-                    await churnRegistrations(churned)
+                    # Through LibvirtConnection, one key would just be reused:
+                    # two in turn make libvirt register and deregister.
+                    keys = (LIFECYCLE, REBOOT) if mode == "client" else (LIFECYCLE,)
+                    await churnRegistrations(churned, keys)
                     flowing = await receives(churned, uri, f"check-{n}")
                 else:
                     await churnConnections(uri)

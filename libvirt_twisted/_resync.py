@@ -13,8 +13,9 @@ service tells its subscribers, warns and counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import libvirt
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -31,6 +32,9 @@ log = Logger()
 #: How long a difference must last, with no event about its object, to be a lost event.
 GRACE = 2.0
 
+#: Takes a snapshot: (virConnect, families) -> Snapshot, blocking.
+Take = Callable[[libvirt.virConnect, Iterable[str]], _snapshot.Snapshot]
+
 #: What a service does with the changes a check confirmed: (changes, restore delivery).
 Corrected = Callable[[list[Change], bool], None]
 
@@ -44,6 +48,8 @@ class Resync:
         asked with L{now}.
     @param corrected: called with the changes a check confirmed, and
         whether the check was asked to restore delivery.
+    @param take: takes a snapshot of some families on a virConnect, in a
+        call-pool thread (a test may disagree with the inventory on purpose).
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class Resync:
         reactor: ThreadsReactor,
         clock: Scheduler,
         corrected: Corrected,
+        take: Take = _snapshot.take,
     ) -> None:
         self._inventory = inventory
         self._uri = uri
@@ -61,6 +68,7 @@ class Resync:
         self._reactor = reactor
         self._clock = clock
         self._corrected = corrected
+        self._take = take
         self._connection: LibvirtConnection | None = None
         self._next: IDelayedCall | None = None
         self._checking = False
@@ -109,7 +117,7 @@ class Resync:
         self.checks += 1
         mark = self._inventory.sequence
         d = deferToLibvirtPool(
-            self._reactor, _snapshot.take, connection.virConnect, self._inventory.tracked
+            self._reactor, self._take, connection.virConnect, self._inventory.tracked
         )
         compared = d.addCallback(self._compare, connection, mark, restore)
         compared.addErrback(self._failed, connection).addBoth(self._over, connection)

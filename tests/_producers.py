@@ -42,6 +42,51 @@ _PRODUCER = textwrap.dedent(
 )
 
 
+_CHURNER = textwrap.dedent(
+    """
+    import random, sys, libvirt
+    libvirt.registerErrorHandler(lambda *a: None, None)
+    uri, prefix, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(seed)
+    conn = libvirt.open(uri)
+    names, made, done = [], 0, 0
+    def xml(name):
+        return ("<domain type='test'><name>%s</name><memory>8192</memory>"
+                "<os><type>hvm</type></os></domain>" % name)
+    while done < count:
+        if not names or rng.random() < 0.15:
+            name = "%s-%d" % (prefix, made)
+            made += 1
+            if rng.random() < 0.5:
+                conn.defineXML(xml(name))
+            else:
+                conn.createXML(xml(name), 0)
+            names.append(name)
+            done += 1
+            continue
+        name = rng.choice(names)
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            names.remove(name)  # a transient domain that stopped
+            continue
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_SHUTOFF:
+            if rng.random() < 0.3:
+                dom.undefine()
+                names.remove(name)
+            else:
+                dom.create()
+        elif state == libvirt.VIR_DOMAIN_RUNNING:
+            dom.suspend() if rng.random() < 0.4 else dom.destroy()
+        elif state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume() if rng.random() < 0.6 else dom.destroy()
+        done += 1
+    print(done)
+    """
+)
+
+
 class Producer(ProcessProtocol):
     """One producer process; C{ended} fires with how many domains it made."""
 
@@ -74,4 +119,17 @@ def spawnProducer(
     producer = Producer()
     args = ["-c", _PRODUCER, uri, prefix, str(count), str(pause)]
     spawnPython(case, producer, args, producer.ended)
+    return producer
+
+
+def spawnChurner(case: TestCase, uri: str, prefix: str, count: int, seed: int) -> Producer:
+    """
+    Start a process making C{count} random lifecycle operations on domains
+    of its own (C{prefix-N}): define, create, start, suspend, resume,
+    destroy, undefine; C{ended} fires with the count.
+    """
+    producer = Producer()
+    spawnPython(
+        case, producer, ["-c", _CHURNER, uri, prefix, str(count), str(seed)], producer.ended
+    )
     return producer
