@@ -16,6 +16,7 @@ from ._inventory import Change, DomainRecord, Inventory, ObjectRecord
 from ._queue import EventQueue, EventQueueFinished
 from ._registrations import ConnectionClosedError, UnknownCallbackError
 from ._service import LibvirtService, ServiceState
+from ._statewait import DomainStateTimeout, DomainUndefinedError
 from ._threads import InThread, callInThread, deferToLibvirtPool, inThread, setThreadPoolSize
 from ._uri import maskURI
 
@@ -25,6 +26,8 @@ __all__ = [
     "ConnectionState",
     "ConnectionStatus",
     "DomainRecord",
+    "DomainStateTimeout",
+    "DomainUndefinedError",
     "EventLoop",
     "EventLoopInstallError",
     "EventQueue",

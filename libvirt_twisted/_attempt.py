@@ -119,7 +119,7 @@ class Waiters:
 
     def wait(self, failAfterFailures: int | None) -> Deferred[LibvirtConnection]:
         """The next connection; or its failure once C{failAfterFailures} attempts failed."""
-        waiter = _Waiter(Deferred(), failAfterFailures)
+        waiter = _Waiter(Deferred(lambda _: self._waiting.remove(waiter)), failAfterFailures)
         self._waiting.append(waiter)
         return waiter.deferred
 

@@ -10,7 +10,7 @@ from open to closed.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import libvirt
@@ -21,8 +21,9 @@ from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
 from ._install import installed
 from ._reactor import ThreadsReactor, fromThreads, resolve
-from ._registrations import Registrations, quietly
+from ._registrations import ConnectionClosedError, Registrations, quietly
 from ._registry import Key
+from ._statewait import DomainSpec, StateWait, checkStates, waitOn
 from ._threads import InThread, deferToLibvirtPool
 from ._uri import openURI
 from .events import closeReasonName
@@ -274,12 +275,35 @@ class LibvirtConnection:
         return _WrapperInThread(self, self._reactor)
 
     def whenClosed(self) -> Deferred[int]:
-        """A Deferred that fires with the close reason once the connection is closed."""
+        """
+        A Deferred that fires with the close reason once the connection is
+        closed; cancelling it stops waiting.
+        """
         if self.closeReason is not None:
             return succeed(self.closeReason)
-        waiter: Deferred[int] = Deferred()
+        waiter: Deferred[int] = Deferred(lambda d: self._waiters.remove(d))
         self._waiters.append(waiter)
         return waiter
+
+    def whenDomainState(
+        self, domain: DomainSpec, states: str | Iterable[str], timeout: float | None = None
+    ) -> Deferred[str]:
+        """
+        A Deferred that fires with the state's name (C{"RUNNING"}...) once
+        C{domain} (a virDomain, a name or a UUID) is in one of C{states}
+        (one name or several), at once if it already is.  It listens for the
+        domain's lifecycle events before it reads the state (off the reactor
+        thread), so no change falls between.  It fails with
+        L{DomainStateTimeout} after C{timeout} seconds, L{DomainUndefinedError}
+        if the domain is not there or goes, and L{ConnectionClosedError} if
+        the connection closes; cancelling it, or its end, leaves nothing
+        registered.
+        """
+        if self.state is not ConnectionState.OPEN:
+            closed = StateWait(domain, checkStates(states), self._reactor, self._reactor, None)
+            closed.fail(ConnectionClosedError("the connection is closed"))
+            return closed.deferred
+        return waitOn(self, domain, checkStates(states), self._reactor, timeout)
 
     def close(self) -> Deferred[int]:
         """

@@ -14,7 +14,7 @@ its public methods.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -41,6 +41,7 @@ from ._install import installed
 from ._inventory import Inventory
 from ._keeper import InventoryKeeper
 from ._reactor import Scheduler, ThreadsReactor, resolve
+from ._statewait import DomainSpec, checkStates, waitAcross
 from ._subscriptions import Subscriptions
 from ._threads import deferToLibvirtPool
 from ._uri import checkURI, maskURI, openURI, scrubber, scrubFailure
@@ -256,6 +257,19 @@ class LibvirtService(Service):
         if self.state in (ServiceState.STOPPING, ServiceState.STOPPED):
             return fail(CancelledError(f"{self!r} is stopped"))
         return self._waiters.wait(failAfterFailures)
+
+    def whenDomainState(
+        self, domain: DomainSpec, states: str | Iterable[str], timeout: float | None = None
+    ) -> Deferred[str]:
+        """
+        L{LibvirtConnection.whenDomainState} across reconnections: on each
+        connection the service makes, it listens and reads the state afresh,
+        so that a state reached while disconnected is seen once connected
+        again.  It fails as the connection's does, but for a lost connection,
+        and with C{CancelledError} once the service stops.
+        """
+        wanted = checkStates(states)
+        return waitAcross(self.whenConnected, domain, wanted, self._reactor, self._clock, timeout)
 
     # Service.
 

@@ -155,6 +155,12 @@ def logMessages(case: SynchronousTestCase) -> list[str]:
     return messages
 
 
+def daemonClients(daemon: PrivateLibvirtd) -> set[str]:
+    """The ids of the daemon's clients now, as its admin interface lists them."""
+    listed = daemon.virtAdmin("client-list", "libvirtd")
+    return {line.split()[0] for line in listed.splitlines()[2:] if line.strip()}
+
+
 def openFds() -> set[int]:
     """This process's open file descriptors."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}

@@ -26,9 +26,16 @@ from libvirt_twisted._lifecycle import DomainState
 from libvirt_twisted._resync import GRACE, Resync
 from libvirt_twisted._snapshot import Snapshot
 from libvirt_twisted.events import Event
-from libvirt_twisted.testing import PrivateLibvirtd
 
-from ._harness import Recorder, logMessages, qemuDomainXML, startDaemon, testDomainXML, until
+from ._harness import (
+    Recorder,
+    daemonClients,
+    logMessages,
+    qemuDomainXML,
+    startDaemon,
+    testDomainXML,
+    until,
+)
 from ._producers import spawnChurner
 
 View = dict[str, tuple[str, str, bool]]
@@ -50,11 +57,6 @@ def listing(uri: str) -> View:
 
 def known(inventory: Inventory) -> View:
     return {u: (r.name, r.state, r.persistent) for u, r in inventory.domains.items()}
-
-
-def clients(daemon: PrivateLibvirtd) -> set[str]:
-    listed = daemon.virtAdmin("client-list", "libvirtd")
-    return {line.split()[0] for line in listed.splitlines()[2:] if line.strip()}
 
 
 def explained(events: tuple[Event, ...] | list[Event]) -> list[tuple[str | None, str, bool]]:
@@ -87,7 +89,7 @@ class GapTests(ResyncTestCase):
         pauses.create()
         conn.defineXML(testDomainXML("undefined"))
         vanishes = conn.createXML(testDomainXML("vanishes"), 0)
-        others = clients(daemon)
+        others = daemonClients(daemon)
         clock = Clock()
         service, statuses = self.service(
             uri, clock=clock, retryPolicy=lambda failures: 30.0, resync=None
@@ -102,7 +104,7 @@ class GapTests(ResyncTestCase):
         self.assertEqual(known(service.inventory), listing(uri))
         self.assertEqual(statuses.calls[0][0].changes, ())
         # Cut the service's client off with the daemon's admin interface.
-        (ours,) = clients(daemon) - others
+        (ours,) = daemonClients(daemon) - others
         daemon.virtAdmin("client-disconnect", "libvirtd", ours)
         await statuses.when(lambda calls: calls[-1][0].state == "disconnected")
         # The gap.
