@@ -11,7 +11,7 @@ from . import events
 from ._connection import ConnectionState, LibvirtConnection
 from ._connectionstatus import ConnectionStatus
 from ._eventloop import EventLoop
-from ._install import EventLoopInstallError, install, installed
+from ._install import EventLoopInstallError, NoEventLoopError, install, installed
 from ._inventory import Change, DomainRecord, Inventory, ObjectRecord
 from ._queue import EventQueue, EventQueueFinished
 from ._registrations import ConnectionClosedError, UnknownCallbackError
@@ -36,6 +36,7 @@ __all__ = [
     "Inventory",
     "LibvirtConnection",
     "LibvirtService",
+    "NoEventLoopError",
     "ObjectRecord",
     "ServiceState",
     "UnknownCallbackError",

@@ -93,6 +93,7 @@ class EventLoop:
         self._dispatching = False
         self._dueNow: list[Timer] = []
         self._lostEventObservers: list[Callable[[], object]] = []
+        self._perThread = threading.local()
         self.fired = 0
         self.dispatched = 0
 
@@ -127,6 +128,7 @@ class EventLoop:
 
     def updateHandle(self, watch: int, events: int) -> None:
         """Replace the events of C{watch}; an unknown id is ignored."""
+        self._perThread.watchUpdates = getattr(self._perThread, "watchUpdates", 0) + 1
         with self._lock:
             found = self._watches.get(watch)
             if found is None or found.events == events:
@@ -232,6 +234,16 @@ class EventLoop:
                 observer()
             except Exception:
                 self.log.failure("lost-event observer {observer!r} raised", observer=observer)
+
+    def watchUpdates(self) -> int:
+        """
+        How many times libvirt has updated a watch from the calling thread.
+        A remote connection's every round trip updates its socket's watch
+        from the thread that makes it, unless the connection has no watch in
+        this loop (it was opened before L{install}).
+        """
+        count: int = getattr(self._perThread, "watchUpdates", 0)
+        return count
 
     def onReactorThread(self) -> bool:
         """Whether the caller is on the thread that runs this loop's reactor."""

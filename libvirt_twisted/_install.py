@@ -25,6 +25,14 @@ class EventLoopInstallError(RuntimeError):
     """libvirt already has an event loop that is not this reactor's."""
 
 
+class NoEventLoopError(RuntimeError):
+    """
+    A connection has no event loop to deliver its events: it was opened
+    before L{install}, or install() was never called.  Open connections
+    after it.
+    """
+
+
 def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> EventLoop:
     """
     Make C{reactor} (the global reactor by default) libvirt's event loop and

@@ -91,6 +91,22 @@ def checkURI(uri: object) -> str:
     return uri
 
 
+#: Drivers that run inside the program (no daemon, no socket to watch).
+_EMBEDDED = {"test", "esx", "gsx", "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion"}
+
+
+def isEmbedded(uri: str) -> bool:
+    """
+    Whether C{uri}'s driver runs inside this process (C{test:///default},
+    C{qemu:///embed?root=...}): every other URI reaches a daemon through a
+    socket.
+    """
+    parts = urlsplit(uri)
+    if "+" in parts.scheme or parts.netloc:
+        return False
+    return parts.scheme in _EMBEDDED or parts.path == "/embed"
+
+
 def openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConnect:
     """Open C{uri} as asked: read-only, with credentials, or plainly."""
     if auth is not None:

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 import libvirt_twisted
 from libvirt_twisted import EventLoopInstallError, install
 
-from ._harness import LOOP
+from ._harness import LOOP, requireDaemon
 
 
 async def runPython(source: str) -> tuple[str, str, int]:
@@ -136,3 +136,68 @@ class InstallTests(TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("events: [('early', 2), ('early', 5)] watched: [1]", out)
         self.assertIn("after shutdown: [1]\n", out)
+
+
+class OpenedBeforeInstallTests(TestCase):
+    """
+    A connection opened before install() cannot receive events through the
+    reactor: wrapping it says so, in a process where install() comes late.
+    """
+
+    timeout = 60
+
+    async def test_eachCase(self) -> None:
+        requireDaemon()
+        out, err, code = await runPython(
+            """
+            import libvirt
+            from libvirt_twisted.testing import PrivateLibvirtd
+            import libvirt_twisted
+            from libvirt_twisted import LibvirtConnection, NoEventLoopError
+
+            with PrivateLibvirtd() as daemon:
+                early = libvirt.open(daemon.testURI)
+                embedded = libvirt.open("test:///default")
+                try:
+                    LibvirtConnection(early)
+                except NoEventLoopError as e:
+                    print("not installed:", e)
+                libvirt_twisted.install()
+                try:
+                    LibvirtConnection(early)
+                except NoEventLoopError as e:
+                    print("remote, before:", e)
+                # Nothing was left registered: a bare close callback still fits.
+                early.registerCloseCallback(lambda *args: None, None)
+                print("late:", LibvirtConnection(libvirt.open(daemon.testURI)).state.value)
+                # The embedded driver has no socket: its events come by a timer
+                # that its first registration, after install(), creates.
+                wrapped = LibvirtConnection(embedded)
+                from twisted.internet import reactor
+                seen = []
+
+                def lifecycle(connection, domain, event, detail, opaque):
+                    seen.append(event)
+                    if len(seen) == 2:
+                        reactor.stop()
+
+                wrapped.domainEventRegisterAny(None, 0, lifecycle)
+                xml = ("<domain type='test'><name>early</name><memory>8192</memory>"
+                       "<os><type>hvm</type></os></domain>")
+                reactor.callWhenRunning(lambda: embedded.createXML(xml, 0).destroy())
+                reactor.callLater(20, reactor.stop)
+                reactor.run()
+                print("embedded:", seen)
+            """
+        )
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertIn(
+            "not installed: call libvirt_twisted.install() before opening the connection to wrap",
+            lines,
+        )
+        (before,) = [line for line in lines if line.startswith("remote, before:")]
+        self.assertIn("was opened before libvirt_twisted.install()", before)
+        self.assertIn("call install() first, then open it", before)
+        self.assertIn("late: open", lines)
+        self.assertIn("embedded: [2, 5]", lines)  # STARTED, STOPPED

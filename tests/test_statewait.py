@@ -147,7 +147,8 @@ class ServiceWaitTests(TestCase):
         clock.advance(30.0)
         self.assertEqual(await waiting, "RUNNING")
         second = service.connection
-        assert second is not None and second is not first
+        assert second is not None
+        self.assertIsNot(second, first)
         self.assertEqual(second.tracked(), [])
 
     async def test_stopCancels(self) -> None:
