@@ -11,7 +11,6 @@ consumer can resynchronise after a gap.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, cast
 
 import libvirt
@@ -23,8 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from . import events
-from ._connection import LibvirtConnection
-from ._connectionstatus import ConnectionStatus
+from ._hostmonitor import HostMonitor
 from ._install import install
 from ._monitoroutput import Output
 from ._reactor import EventLoopReactor, ThreadsReactor
@@ -67,6 +65,13 @@ class Options(usage.Options):
         ["retry-initial", None, "1.0", "Seconds before the first reconnection attempt."],
         ["retry-max", None, "60.0", "Longest wait between reconnection attempts, in seconds."],
         ["stop-after", None, None, "Stop by itself after this many seconds."],
+        [
+            "resync",
+            None,
+            "60",
+            "Seconds between checks of each host's inventory against a fresh listing"
+            " (each difference is a lost event, written as a record), or off.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -101,6 +106,7 @@ class Options(usage.Options):
         for name in ("retry-initial", "retry-max", "stop-after"):
             if self[name] is not None:
                 self[name] = _positive(name, self[name])
+        self["resync"] = None if self["resync"] == "off" else _positive("resync", self["resync"])
 
 
 def makeService(options: Options) -> IService:
@@ -125,6 +131,8 @@ def makeService(options: Options) -> IService:
             keepalive=options["keepalive"],
             retryPolicy=policy,
             reactor=reactor,
+            inventory=True,
+            resync=options["resync"],
         )
         children.append(HostMonitor(service, options["kinds"], output))
     if options["demo"]:
@@ -170,65 +178,6 @@ class MonitorService(MultiService):
         stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
         stopped.addBoth(lambda result: self.output.close())
         return stopped
-
-
-class HostMonitor(Service):
-    """One URI: its events, connection changes and inventories, as records."""
-
-    def __init__(self, service: LibvirtService, kinds: list[str], output: Output) -> None:
-        self.libvirt = service
-        self.uri = service.maskedURI
-        self._output = output
-        known = events.allKinds()
-        for kind in kinds:
-            family, eventID = known[kind]
-            service.subscribe(family, eventID, self._receiver(family, eventID))
-        service.addObserver(self._status)
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self.libvirt.startService()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
-        return self.libvirt.stopService()
-
-    def _receiver(self, family: str, eventID: int) -> Callable[..., None]:
-        def receive(connection: LibvirtConnection, *args: Any) -> None:
-            self._output.event(self.uri, events.decode(family, eventID, args[:-1]))
-
-        return receive
-
-    def _status(self, status: ConnectionStatus) -> None:
-        fields: dict[str, Any] = {}
-        if status.reason is not None:
-            key = "error" if status.state == "failed" else "reason"
-            fields[key] = status.reason
-        if status.state == "failed":
-            fields["failures"] = status.failures
-        self._output.write(self.uri, f"connection.{status.state}", fields)
-        connection = self.libvirt.connection
-        if status.state in ("connected", "reconnected") and connection is not None:
-            self._inventory(connection)
-
-    def _inventory(self, connection: LibvirtConnection) -> None:
-        d = connection.inThread.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-
-        def write(stats: list[tuple[libvirt.virDomain, dict[str, Any]]]) -> None:
-            domains = [
-                {
-                    "name": dom.name(),
-                    "uuid": dom.UUIDString(),
-                    "state": events.domainState(values.get("state.state", 0)),
-                }
-                for dom, values in stats
-            ]
-            self._output.write(self.uri, "inventory", {"domains": domains})
-
-        def failed(failure: Any) -> None:
-            log.warn("{uri}: no inventory: {error}", uri=self.uri, error=failure.getErrorMessage())
-
-        d.addCallbacks(write, failed)
 
 
 class _DemoDriver(Service):

@@ -5,15 +5,21 @@ the private daemon.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from typing import Any
 
 import libvirt
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from libvirt_twisted import _monitor, events
+from libvirt_twisted import LibvirtService, _monitor, events
+from libvirt_twisted._hostmonitor import HostMonitor
+from libvirt_twisted._monitoroutput import Output
+from libvirt_twisted._resync import GRACE
 
-from ._harness import startDaemon, testDomainXML
+from ._harness import daemonClients, startDaemon, testDomainXML, until
 from ._monitorprocess import TWIST, TWISTD, Monitor, has, spawnMonitor
 
 
@@ -79,6 +85,49 @@ class MonitorProcessTests(TestCase):
         conn.close()
         await monitor.when(has("domain.lifecycle", name="after-restart", event="STOPPED"))
         self.assertEqual(await monitor.terminate(signal.SIGINT), 0)
+
+    async def test_aGapIsExplainedBySyntheticRecords(self) -> None:
+        daemon = startDaemon(self)
+        conn = libvirt.open(daemon.testURI)  # keeps the test driver's state
+        self.addCleanup(conn.close)
+        others = daemonClients(daemon)
+        monitor = self.spawn(
+            "--uri",
+            daemon.testURI,
+            "--format",
+            "json",
+            "--keepalive",
+            "off",
+            "--retry-initial",
+            "3",
+            "--retry-max",
+            "3",
+            "--events",
+            "domain.lifecycle",
+        )
+        await monitor.when(has("inventory"))
+        (ours,) = daemonClients(daemon) - others
+        daemon.virtAdmin("client-disconnect", "libvirtd", ours)
+        await monitor.when(has("connection.disconnected"))
+        conn.defineXML(testDomainXML("unseen")).create()
+        await monitor.when(has("domain.lifecycle", event="STARTED", synthetic=True))
+        synthetic = [r for r in monitor.records if r.get("synthetic")]
+        self.assertEqual(
+            [(r["kind"], r["name"], r["event"]) for r in synthetic],
+            [("domain.lifecycle", "unseen", "DEFINED"), ("domain.lifecycle", "unseen", "STARTED")],
+        )
+        # Live records carry no such field; each field keeps its type.
+        live = [
+            r for r in monitor.records if r["kind"] == "domain.lifecycle" and r not in synthetic
+        ]
+        self.assertEqual(live, [])
+        kinds = monitor.kinds()
+        reconnected = kinds.index("connection.reconnected")
+        self.assertEqual(
+            kinds[reconnected + 1 : reconnected + 4],
+            ["inventory", "domain.lifecycle", "domain.lifecycle"],
+        )
+        self.assertEqual(await monitor.terminate(), 0)
 
     async def test_aDeadHostDoesNotHoldUpALiveOne(self) -> None:
         daemon = startDaemon(self)
@@ -158,6 +207,57 @@ class MonitorProcessTests(TestCase):
             self.assertEqual(monitor.text, [])
 
 
+class LostEventRecordTests(TestCase):
+    """The records of a drift repair, made in-process through a real service."""
+
+    timeout = 30
+
+    async def test_aLostEventIsARecordAndItsCorrectionToo(self) -> None:
+        clock = Clock()
+        service = LibvirtService("test:///default", inventory=True, resync=10.0, clock=clock)
+        path = os.path.abspath(self.mktemp())
+        output = Output(path, "json", clock.seconds)
+        output.open()
+        self.addCleanup(output.close)
+        HostMonitor(service, ["domain.lifecycle"], output)
+        service.startService()
+        self.addCleanup(service.stopService)
+        connection = await service.whenConnected()
+        assert service.inventory is not None
+        realApply = service.inventory.apply
+        service.inventory.apply = lambda event: None  # type: ignore[method-assign]
+        domain = connection.createXML(testDomainXML("lost"), 0)
+        self.addCleanup(domain.destroy)
+        await until(lambda: _records(path)[-1]["kind"] == "domain.lifecycle")
+        service.inventory.apply = realApply  # type: ignore[method-assign]
+        clock.advance(10.0)
+        await until(clock.getDelayedCalls)
+        clock.advance(GRACE)
+        await until(lambda: _kinds(path, "connection.lost_event"))
+        records = _records(path)
+        tail = [r for r in records if r["kind"] != "inventory"][-3:]
+        self.assertEqual(
+            [(r["kind"], r.get("lost"), r.get("missed"), r.get("synthetic")) for r in tail],
+            [
+                ("connection.resynced", 1, None, None),
+                ("connection.lost_event", None, "STARTED", None),
+                ("domain.lifecycle", None, None, True),
+            ],
+        )
+        self.assertEqual(tail[1]["name"], "lost")
+        self.assertEqual(tail[1]["family"], "domain")
+        self.assertRegex(tail[1]["uuid"], r"^[0-9a-f-]{36}$")
+
+
+def _records(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _kinds(path: str, kind: str) -> bool:
+    return any(r["kind"] == kind for r in _records(path))
+
+
 class OptionsTests(SynchronousTestCase):
     """The command line, parsed in-process."""
 
@@ -174,6 +274,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["keepalive"], (5, 3))
         self.assertEqual(options["output"], "-")
         self.assertFalse(options["read-only"])
+        self.assertEqual(options["resync"], 60.0)
+        self.assertIsNone(self.parse("--resync", "off")["resync"])
+        self.assertEqual(self.parse("--resync", "2.5")["resync"], 2.5)
 
     def test_fleetKindsAndFamilies(self) -> None:
         options = self.parse(
@@ -200,6 +303,7 @@ class OptionsTests(SynchronousTestCase):
             ["--format", "yaml"],
             ["--keepalive", "5"],
             ["--stop-after", "0"],
+            ["--resync", "never"],
             ["--uri", ""],
         ):
             with self.assertRaises(SystemExit) as raised:
