@@ -44,3 +44,20 @@ class ExampleTests(TestCase):
         self.assertIn("event='STARTED', detail='BOOTED'", lines[2])
         self.assertIn("event='STOPPED', detail='DESTROYED'", lines[3])
         self.assertEqual(lines[-1], "connection: stopped test:///default")
+
+    async def test_inventory(self) -> None:
+        out = await self.runExample("inventory.py")
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "changed: test RUNNING by resync",
+                "known: test RUNNING UNKNOWN",
+                "changed: demo RUNNING by event",
+                "event: demo STARTED",
+                "reached: RUNNING",
+                "changed: demo PAUSED by event",
+                "event: demo SUSPENDED",
+                "reached: PAUSED",
+                "now: PAUSED lost events: 0",
+            ],
+        )
