@@ -79,17 +79,8 @@ def events(contender: Contender, uri: str, out: dict[str, Any], connections: int
     while the producers run.
     """
     recorder = Recorder(connections)
-    handler = contender.deliver(recorder.handler)
     rssBefore = rss()
-    started = time.monotonic()
-    conns = [libvirt.open(uri) for _ in range(connections)]
-    opened = time.monotonic()
-    registrations = [
-        conn.domainEventRegisterAny(None, LIFECYCLE, handler, index)
-        for index, conn in enumerate(conns)
-    ]
-    out["openSeconds"] = opened - started
-    out["registerSeconds"] = time.monotonic() - opened
+    yield from contender.listen(uri, recorder.handler, connections, out)
     out["rssPerConnection"] = (rss() - rssBefore) / connections
     window = handshake()
     recorder.start, recorder.end = window["t0"], window["t1"]
@@ -108,9 +99,7 @@ def events(contender: Contender, uri: str, out: dict[str, Any], connections: int
     }
     out["delivered"] = recorder.perConnection[0]
     out["latenciesNs"] = recorder.latencies.tolist()
-    for conn, registration in zip(conns, registrations, strict=True):
-        conn.domainEventDeregisterAny(registration)
-        conn.close()
+    yield from contender.unlisten()
     yield DRAIN
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ Step = float | Drain
 Body = Iterator[Step]
 #: libvirt's domain lifecycle callback: (conn, domain, event, detail, opaque).
 Handler = Callable[[Any, Any, int, int, Any], None]
+
+LIFECYCLE = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
 
 #: How long libvirt's own loop, which has no drain, is left to free things.
 DEFAULT_LOOP_DRAIN = 0.2
@@ -58,6 +61,37 @@ class Contender:
     def counters(self) -> dict[str, int]:
         """The loop's own counters, where it has any."""
         return {}
+
+    #: The parts it runs: those that open their own connections, for most.
+    parts: ClassVar[tuple[str, ...]] = ("event", "paced", "idle", "churn", "scale")
+
+    def listen(
+        self, uri: str, handler: Handler, connections: int, out: dict[str, Any]
+    ) -> Iterator[Step]:
+        """
+        Open C{connections} connections to C{uri} and have C{handler} called
+        for their lifecycle events (the opaque is the connection's index);
+        record how long opening and registering took.  Body steps.
+        """
+        started = time.monotonic()
+        conns = [libvirt.open(uri) for _ in range(connections)]
+        opened = time.monotonic()
+        delivered = self.deliver(handler)
+        self._listening = [
+            (conn, conn.domainEventRegisterAny(None, LIFECYCLE, delivered, index))
+            for index, conn in enumerate(conns)
+        ]
+        out["openSeconds"] = opened - started
+        out["registerSeconds"] = time.monotonic() - opened
+        yield 0.0
+
+    def unlisten(self) -> Iterator[Step]:
+        """Undo L{listen}."""
+        for conn, callback in self._listening:
+            conn.domainEventDeregisterAny(callback)
+            conn.close()
+        self._listening = []
+        yield 0.0
 
 
 def _runDefaultLoopForever() -> None:
@@ -244,6 +278,58 @@ class Libvirtaio(Contender):
         return {"callbacks": len(self.impl.callbacks)}
 
 
+class ServiceContender(TwistedEpoll):
+    """libvirt_twisted's LibvirtService on epoll: the handler as a subscriber."""
+
+    parts = ("event", "paced")
+    inventory: ClassVar[bool] = False
+
+    def listen(
+        self, uri: str, handler: Handler, connections: int, out: dict[str, Any]
+    ) -> Iterator[Step]:
+        from libvirt_twisted import LibvirtService
+
+        started = time.monotonic()
+        self.services = []
+        for index in range(connections):
+            service = LibvirtService(uri, keepalive=None, inventory=self.inventory, resync=None)
+            subscription = service.subscribe("domain", LIFECYCLE, handler, index)
+            service.startService()
+            self.services.append(service)
+            connected = service.whenConnected()
+            while not connected.called or not service._subscriptions.holds(subscription):
+                yield 0.01
+        out["openSeconds"] = time.monotonic() - started
+        out["registerSeconds"] = 0.0
+
+    def unlisten(self) -> Iterator[Step]:
+        for service in self.services:
+            stopped = service.stopService()
+            while not stopped.called:
+                yield 0.01
+        self.services = []
+
+
+class TwistedService(ServiceContender):
+    name = "twisted-epoll + service"
+    description = "a LibvirtService on epoll, the handler subscribed to it"
+
+
+class TwistedInventory(ServiceContender):
+    name = "twisted-epoll + inventory"
+    description = "the same LibvirtService keeping an inventory (resync off)"
+    inventory = True
+
+
 CONTENDERS: dict[str, type[Contender]] = {
-    c.name: c for c in (TwistedEpoll, TwistedAsyncio, ThreadHop, Floor, Libvirtaio)
+    c.name: c
+    for c in (
+        TwistedEpoll,
+        TwistedAsyncio,
+        ThreadHop,
+        Floor,
+        Libvirtaio,
+        TwistedService,
+        TwistedInventory,
+    )
 }

@@ -139,7 +139,9 @@ def parseArgs(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     unknown = set(chosen) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
-    settings.contenders = {part: chosen for part in settings.parts}
+    settings.contenders = {
+        part: tuple(c for c in chosen if part in CONTENDERS[c].parts) for part in settings.parts
+    }
     settings.profile = args.profile
     settings.profileNative = args.native
     settings.profileDir = os.path.join(args.results_dir, "profiles")
