@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class EventQueueFinished(Exception):
-    """The queue was finished: no item will come, or it cannot be finished again."""
+    """The queue was finished: no item will come."""
 
 
 class EventQueue(DeferredQueue[T]):
@@ -93,12 +93,11 @@ class EventQueue(DeferredQueue[T]):
     def finish(self) -> None:
         """
         Deregister the queue from every connection it was registered with,
-        and end its consumers once the items still waiting are taken.
-
-        @raise EventQueueFinished: when called a second time.
+        and end its consumers once the items still waiting are taken.  A
+        second call does nothing, so that clean-up code may run twice.
         """
         if self.finished:
-            raise EventQueueFinished(f"{self!r} is already finished")
+            return
         self.finished = True
         registrations, self._registrations = self._registrations, []
         for deregister in registrations:

@@ -141,6 +141,7 @@ class LibvirtService(Service):
         self._failures = 0
         self._connections = 0
         self._closings: set[Deferred[int]] = set()
+        self._stopWaiters: list[Deferred[None]] = []
         self.inventory: Inventory | None = None
         self._keeper: InventoryKeeper | None = None
         if inventory:
@@ -285,7 +286,17 @@ class LibvirtService(Service):
         self._connect()
 
     def stopService(self) -> Deferred[None]:
-        """Stop retrying, close the connection; fires once libvirt freed it all."""
+        """
+        Stop retrying, close the connection; fires once libvirt freed it all.
+        Called again while stopping, it fires with the first; on a service
+        that is not running, at once.
+        """
+        if self.state is ServiceState.STOPPING:
+            again: Deferred[None] = Deferred()
+            self._stopWaiters.append(again)
+            return again
+        if self.state in (ServiceState.IDLE, ServiceState.STOPPED):
+            return succeed(None)
         super().stopService()  # type: ignore[no-untyped-call]
         self._moveTo(ServiceState.STOPPING)
         if self._retry is not None and self._retry.active():
@@ -303,7 +314,8 @@ class LibvirtService(Service):
         attempt = self._attempt
         if attempt is not None:
             attempt.abandoned = True
-        stopped: Deferred[None] = Deferred()
+        waiting: list[Deferred[None]] = [Deferred()]
+        self._stopWaiters = waiting
 
         def waitForCloses(_: object) -> Deferred[Any]:
             loop = self._loop()
@@ -314,7 +326,8 @@ class LibvirtService(Service):
             if self.state is ServiceState.STOPPING:
                 self._moveTo(ServiceState.STOPPED)
             log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
-            stopped.callback(None)
+            for each in waiting:
+                each.callback(None)
 
         over = (
             attempt.endedOrAfter(self._clock, self._stopTimeout, self.maskedURI)
@@ -322,7 +335,7 @@ class LibvirtService(Service):
             else succeed(None)
         )
         over.addBoth(waitForCloses).addBoth(done)
-        return stopped
+        return waiting[0]
 
     # Connecting, off the reactor thread.
 

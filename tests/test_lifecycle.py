@@ -170,6 +170,19 @@ class ServiceLifecycleTests(TestCase):
         calls = await events.called(2)
         self.assertEqual({call[0] for call in calls}, {second})
 
+    async def test_stopTwiceFiresLikeTheFirst(self) -> None:
+        service, _, statuses = self.service(Opener(failures=0))
+        self.successResultOf(service.stopService())  # never started: nothing to stop
+        service.startService()
+        await service.whenConnected()
+        first = service.stopService()
+        second = service.stopService()
+        self.assertNoResult(second)
+        await first
+        await second
+        self.successResultOf(service.stopService())
+        self.assertEqual([s.state for s, in statuses.calls], ["connected", "stopped"])
+
     def test_badOpener(self) -> None:
         self.assertRaises(TypeError, LibvirtService, "test:///default", opener="libvirt.open")
 
@@ -230,3 +243,4 @@ class RenamedNameTests(TestCase):
         (warning,) = caught
         self.assertIs(warning.category, DeprecationWarning)
         self.assertIn("deferToLibvirtPool", str(warning.message))
+
