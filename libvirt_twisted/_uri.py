@@ -43,16 +43,17 @@ def maskURI(uri: str) -> str:
     return uri[: where[0]] + "***" + uri[where[1] :]
 
 
-#: C{scheme://user:password@} anywhere in a text.
-_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s@]*@", re.IGNORECASE)
+#: Something that looks like a URI in a text: a scheme, ://, then no blank.
+_URI_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 
 def maskPasswords(text: str) -> str:
     """
-    C{text} with the password of any URI in it replaced by ***: for
-    messages (libvirt's own errors) that may quote a URI nobody told us of.
+    C{text} with the password of any URI in it replaced by ***, as
+    L{maskURI} masks one: for messages (libvirt's own errors) that may quote
+    a URI nobody told us of.
     """
-    return _PASSWORD.sub(r"\1***@", text)
+    return _URI_IN_TEXT.sub(lambda match: maskURI(match[0]), text)
 
 
 def scrubber(uri: str) -> Callable[[str], str]:

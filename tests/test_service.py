@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtService, maskURI
+from libvirt_twisted._uri import maskPasswords
 
 from ._harness import (
     LOOP,
@@ -340,6 +341,21 @@ class ServiceArgumentTests(SynchronousTestCase):
         self.assertRaises(ValueError, service.subscribe, "domain", 4242, print)
         self.assertRaises(TypeError, service.subscribe, "domain", LIFECYCLE, "print")
         self.assertRaises(ValueError, service.unsubscribe, 7)
+
+    def test_oneMaskerForURIsAndTexts(self) -> None:
+        for password in ("hunter2", "p@ss", "a:b", "a/b", "p%40ss", "a@b:c/d%2F"):
+            uri = f"qemu+ssh://root:{password}@host/system?keyfile=/k"
+            with self.subTest(password=password):
+                self.assertEqual(maskURI(uri), "qemu+ssh://root:***@host/system?keyfile=/k")
+                text = f"unable to connect to '{uri}': refused, and to {uri} too"
+                masked = maskPasswords(text)
+                self.assertNotIn(password, masked)
+                self.assertEqual(
+                    masked,
+                    "unable to connect to 'qemu+ssh://root:***@host/system?keyfile=/k': refused,"
+                    " and to qemu+ssh://root:***@host/system?keyfile=/k too",
+                )
+        self.assertEqual(maskPasswords("no uri here: a@b"), "no uri here: a@b")
 
     def test_maskURI(self) -> None:
         self.assertEqual(
