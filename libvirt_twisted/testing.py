@@ -15,6 +15,7 @@ from test set-up and tear-down, not from a busy reactor.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import os
 import pwd
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 __all__ = ["DaemonError", "PrivateLibvirtd", "daemonUnavailable"]
@@ -33,6 +35,21 @@ _running: set[PrivateLibvirtd] = set()
 
 class DaemonError(RuntimeError):
     """The private libvirtd could not be started or stopped."""
+
+
+#: Starts every daemon: the parent-death signal that stops a daemon whose
+#: test process died is tied to the thread that started it, so that thread
+#: must live as long as the process, whichever thread asked for the daemon.
+_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="libvirtd-starter")
+
+
+def _spawn(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """C{subprocess.Popen(command, **kwargs)}, from the long-lived starter thread."""
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, **kwargs)
+
+    return _spawner.submit(popen).result()
 
 
 def daemonUnavailable() -> str | None:
@@ -131,7 +148,7 @@ class PrivateLibvirtd:
             # The daemon dies with the test process, whatever kills it.
             command = [setpriv, "--pdeathsig", "SIGKILL", *command]
         with open(self.logPath, "ab") as log:
-            self._process = subprocess.Popen(
+            self._process = _spawn(
                 command,
                 env=self._env,
                 cwd=self.base,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import libvirt
 from twisted.trial.unittest import SynchronousTestCase
@@ -58,6 +59,30 @@ class PrivateLibvirtdTests(SynchronousTestCase):
         self.assertEqual(daemon.qemuProcesses(), qemus)
         daemon.stop()
         self.assertEqual(daemon.qemuProcesses(), [])
+
+    def test_aDaemonStartedFromAThreadThatEndsLivesOn(self) -> None:
+        started: list[PrivateLibvirtd] = []
+
+        def start() -> None:
+            daemon = PrivateLibvirtd(cacheDir=_harness._qemuCache())
+            daemon.start()
+            started.append(daemon)
+
+        thread = threading.Thread(target=start)
+        thread.start()
+        thread.join()
+        (daemon,) = started
+        self.addCleanup(daemon.stop)
+        # Once the kernel has ended that thread, a parent-death signal tied
+        # to it has been sent.
+        task = f"/proc/self/task/{thread.native_id}"
+        while os.path.exists(task):
+            os.sched_yield()
+        conn = libvirt.open(daemon.testURI)
+        self.assertEqual(conn.getType(), "TEST")
+        conn.close()
+        daemon.stop()
+        self.assertIsNone(daemon.pid)
 
     def test_pauseAndResume(self) -> None:
         daemon = PrivateLibvirtd()
