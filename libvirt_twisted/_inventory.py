@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from twisted.internet.defer import DeferredQueue
 
@@ -37,8 +37,7 @@ Source = Literal["event", "resync"]
 FAMILIES = ("domain", "network", "storage_pool")
 
 
-@dataclass(frozen=True, slots=True)
-class DomainRecord:
+class DomainRecord(NamedTuple):
     """
     One domain.  C{state} and C{reason} are libvirt's names (C{RUNNING},
     C{BOOTED}); C{changed} is when it last changed (the reactor's time) and
@@ -59,8 +58,7 @@ class DomainRecord:
         return DomainState(self.state, self.reason, self.persistent).active
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectRecord:
+class ObjectRecord(NamedTuple):
     """One network or storage pool (C{family} says which)."""
 
     family: str
@@ -167,23 +165,59 @@ class Inventory:
         Follow one of libvirt's lifecycle events (decoded); the change it
         made, if any.  No round trip: everything is in the event.
         """
-        family, uuid = event.family, event.uuid
-        if family not in self._tracked or uuid is None or not event.kind.endswith(".lifecycle"):
+        if event.uuid is None or not event.kind.endswith(".lifecycle"):
+            return None
+        return self.follow(
+            event.family,
+            event.uuid,
+            event.name,
+            str(event.fields.get("event")),
+            str(event.fields.get("detail")),
+            lambda: event,
+            want=True,
+        )
+
+    def follow(
+        self,
+        family: str,
+        uuid: str,
+        name: str | None,
+        event: str,
+        detail: str,
+        explain: Callable[[], Event],
+        want: bool = False,
+    ) -> Change | None:
+        """
+        L{apply} for the event path: a lifecycle event by its names, the
+        decoded L{Event} made by C{explain} only if an observer is to hear
+        of the change.  The L{Change} is returned only if C{want}.
+        """
+        if family not in self._tracked:
             return None
         self._sequence += 1
         self._touched[(family, uuid)] = self._sequence
-        before = self._records[family].get(uuid)
-        name = event.name or (before.name if before is not None else uuid)
-        kind = str(event.fields.get("event"))
+        records = self._records[family]
+        before = records.get(uuid)
+        if name is None:
+            name = before.name if before is not None else uuid
         after: Record | None
         if family == "domain":
-            detail = str(event.fields.get("detail"))
-            state = domainAfter(_domainState(before), kind, detail)
+            state = domainAfter(_domainState(before), event, detail)
             after = None if state is None else self._domain(uuid, name, state, "event")
         else:
-            pool = poolAfter(_poolState(before), kind)
+            pool = poolAfter(_poolState(before), event)
             after = None if pool is None else self._object(family, uuid, name, pool, "event")
-        return self._record(family, uuid, before, after, (event,), "event")
+        if _unchanged(before, after):
+            return None
+        if after is None:
+            del records[uuid]
+        else:
+            records[uuid] = after
+        if not (want or self._observers):
+            return None
+        change = Change(family, uuid, before, after, (explain(),), "event")
+        self._tell(change)
+        return change
 
     def rebuild(self, snapshot: Snapshot) -> list[Change]:
         """Start over from C{snapshot}: the changes, explained by no event."""
@@ -294,12 +328,12 @@ class Inventory:
         else:
             self._records[family][uuid] = after
         change = Change(family, uuid, before, after, events, source, lost)
-        for observer in list(self._observers):
-            if isinstance(observer, DeferredQueue):
-                self._delivery.send(observer, change)
-            else:
-                self._delivery.give(observer, (change,))
+        self._tell(change)
         return change
+
+    def _tell(self, change: Change) -> None:
+        for observer in list(self._observers):
+            self._delivery.giveOne(observer, change)
 
     def _domain(
         self,

@@ -8,6 +8,7 @@ that feed it, the snapshot each connection attempt takes once subscribed
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any
 
 from twisted.logger import Logger
@@ -20,7 +21,7 @@ from ._inventory import FAMILIES, Change, Inventory
 from ._reactor import Scheduler, ThreadsReactor
 from ._resync import Resync
 from ._subscriptions import Registered, Subscriptions
-from .events import decode, eventIDs
+from .events import decode, eventIDs, lifecycleNames
 
 log = Logger()
 
@@ -129,9 +130,16 @@ class InventoryKeeper:
 
     def _feeder(self, family: str, eventID: int) -> Any:
         inventory = self.inventory
+        names = cache(lifecycleNames)
 
-        def feed(connection: LibvirtConnection, *args: Any) -> None:
-            inventory.apply(decode(family, eventID, args[:-1]))
+        def feed(connection: LibvirtConnection, obj: Any, event: int, detail: int, _: Any) -> None:
+            inventory.follow(
+                family,
+                obj.UUIDString(),
+                obj.name(),
+                *names(family, event, detail),
+                lambda: decode(family, eventID, (obj, event, detail)),
+            )
 
         return feed
 

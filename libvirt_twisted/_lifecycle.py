@@ -10,10 +10,7 @@ C{SHUTOFF}...; C{BOOTED}, C{USER}, C{DESTROYED}...
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
-
-import libvirt
+from typing import NamedTuple
 
 from .events import codeName, domainState
 
@@ -27,8 +24,7 @@ _ALIKE = {"BLOCKED": "RUNNING"}
 _REASONS_BY_HAND = {"SHUTDOWN": {0: "UNKNOWN", 1: "USER"}, "PMSUSPENDED": {0: "UNKNOWN"}}
 
 
-@dataclass(frozen=True, slots=True)
-class DomainState:
+class DomainState(NamedTuple):
     """Where a domain is: its state, the reason, and whether it outlives a stop."""
 
     state: str
@@ -176,8 +172,7 @@ def _entering(state: str, reason: str | None) -> tuple[str, str]:
 # Networks and storage pools: active or not, persistent or not.
 
 
-@dataclass(frozen=True, slots=True)
-class PoolState:
+class PoolState(NamedTuple):
     """Where a network or a storage pool is."""
 
     active: bool
@@ -218,13 +213,3 @@ def explainPool(before: PoolState | None, after: PoolState | None) -> list[str]:
     if before is not None and before.persistent and (after is None or not after.persistent):
         explained.append("UNDEFINED")
     return explained
-
-
-@cache
-def eventCode(family: str, event: str) -> int:
-    """The lifecycle event code of C{family} called C{event}, e.g. network STARTED."""
-    prefix = {"domain": "VIR_DOMAIN_EVENT_", "network": "VIR_NETWORK_EVENT_"}.get(
-        family, "VIR_STORAGE_POOL_EVENT_"
-    )
-    code: int = getattr(libvirt, prefix + event)
-    return code

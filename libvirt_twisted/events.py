@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "domainState",
     "eventIDs",
+    "lifecycleNames",
 ]
 
 #: The object families that have events, as L{Event.family} names them.
@@ -99,6 +100,7 @@ _NOT_CODES = (
 
 #: L{Event.asDict} keys that are not fields.
 _CORE = ("family", "kind", "name", "uuid", "synthetic")
+_CORE_NAMES = frozenset(_CORE)
 
 
 @dataclass(frozen=True, repr=False)
@@ -125,9 +127,9 @@ class Event:
     synthetic: bool = False
 
     def __post_init__(self) -> None:
-        clashes = set(_CORE).intersection(self.fields)
-        if clashes:
-            raise ValueError(f"event fields may not be named {sorted(clashes)}")
+        if not _CORE_NAMES.isdisjoint(self.fields):
+            clashes = sorted(_CORE_NAMES.intersection(self.fields))
+            raise ValueError(f"event fields may not be named {clashes}")
         object.__setattr__(self, "fields", _safe(self.fields))
 
     def __repr__(self) -> str:
@@ -192,6 +194,20 @@ def _domainStates() -> dict[int, str]:
     return states
 
 
+def lifecycleNames(family: str, event: int, detail: int) -> tuple[str, str]:
+    """
+    A lifecycle event's event and detail codes by name, as L{decode} names
+    them: C{("domain", 2, 0)} -> C{("STARTED", "BOOTED")}.  Networks', pools',
+    node devices' and secrets' details are numbers, given as strings.
+    """
+    kind = f"{_checkFamily(family)}.lifecycle"
+    if family == "domain":
+        fields = _lifecycle(kind, event, detail)
+        return fields["event"], fields["detail"]
+    prefix = _CODES[(family, "Lifecycle", "event")]
+    return codeName(prefix, _code(kind, "event", event)), str(_code(kind, "detail", detail))
+
+
 def checkEventID(family: str, eventID: object) -> None:
     """
     Raise, naming the problem, unless C{eventID} is one of C{family}'s event
@@ -225,25 +241,52 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
     detail)} for a domain lifecycle event.  Unknown family or id: ValueError;
     wrong number or type of arguments: TypeError.
     """
-    ids = {value: name for name, value in _eventIDs(_checkFamily(family)).items()}
-    if _code(f"{family} event", "eventID", eventID) not in ids:
-        raise ValueError(f"the installed libvirt has no {family} event id {eventID!r}")
-    kind = f"{family}.{ids[eventID]}"
+    kind, stem, names = _shape(family, _code(f"{family} event", "eventID", eventID))
     values = tuple(args)
-    positional = ("object", *(f"arg{index}" for index in range(1, len(values))))
-    stem, names = _signature(family, ids[eventID]) or ("", positional)
+    if names is None:
+        names = ("object", *(f"arg{index}" for index in range(1, len(values))))
     if len(values) != len(names):
         raise TypeError(
             f"{kind} takes {len(names)} arguments ({', '.join(names)}), got {len(values)}"
         )
     name, uuid = _identify(kind, family, values[0])
-    fields = {
-        (arg + "_" if arg in _CORE else arg): _convert(kind, (family, stem, arg), value)
-        for arg, value in zip(names[1:], values[1:], strict=True)
-    }
-    if (family, stem) == ("domain", "Lifecycle"):
-        fields.update(_lifecycle(kind, *values[1:]))
-    return Event(family, kind, name, uuid, fields)
+    if stem == "Lifecycle" and family == "domain":
+        fields = _lifecycle(kind, *values[1:])
+    else:
+        fields = {
+            (arg + "_" if arg in _CORE_NAMES else arg): _convert(kind, (family, stem, arg), value)
+            for arg, value in zip(names[1:], values[1:], strict=True)
+        }
+    return _decoded(family, kind, name, uuid, fields)
+
+
+def _decoded(
+    family: str, kind: str, name: str | None, uuid: str | None, fields: dict[str, Any]
+) -> Event:
+    """An L{Event} from L{decode}, whose fields are JSON-safe and well named already."""
+    event: Event = object.__new__(Event)
+    for attribute, value in (
+        ("family", family),
+        ("kind", kind),
+        ("name", name),
+        ("uuid", uuid),
+        ("fields", MappingProxyType(fields)),
+        ("synthetic", False),
+    ):
+        object.__setattr__(event, attribute, value)
+    return event
+
+
+@cache
+def _shape(family: str, eventID: int) -> tuple[str, str, tuple[str, ...] | None]:
+    """An event id's kind, dispatch stem and argument names (L{None}: unknown)."""
+    ids = {value: name for name, value in _eventIDs(_checkFamily(family)).items()}
+    if eventID not in ids:
+        raise ValueError(f"the installed libvirt has no {family} event id {eventID!r}")
+    signature = _signature(family, ids[eventID])
+    if signature is None:
+        return f"{family}.{ids[eventID]}", "", None
+    return f"{family}.{ids[eventID]}", signature[0], signature[1]
 
 
 def _checkFamily(family: str) -> str:

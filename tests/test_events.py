@@ -416,6 +416,8 @@ class DecodeTests(TestCase):
     def test_unmappedEventIDsNamePositionally(self) -> None:
         """Should an upgrade break the mapping, events still decode, arguments by position."""
         self.patch(events, "_signature", lambda family, idName: None)
+        events._shape.cache_clear()
+        self.addCleanup(events._shape.cache_clear)
         event = self.decodeDomain("rtc_change", 7, "x")
         self.assertEqual(dict(event.fields), {"arg1": 7, "arg2": "x"})
 

@@ -181,7 +181,7 @@ class ServiceLifecycleTests(TestCase):
         await first
         await second
         self.successResultOf(service.stopService())
-        self.assertEqual([s.state for s, in statuses.calls], ["connected", "stopped"])
+        self.assertEqual([s.state for (s,) in statuses.calls], ["connected", "stopped"])
 
     def test_badOpener(self) -> None:
         self.assertRaises(TypeError, LibvirtService, "test:///default", opener="libvirt.open")
@@ -243,4 +243,3 @@ class RenamedNameTests(TestCase):
         (warning,) = caught
         self.assertIs(warning.category, DeprecationWarning)
         self.assertIn("deferToLibvirtPool", str(warning.message))
-

@@ -224,12 +224,12 @@ class LostEventRecordTests(TestCase):
         self.addCleanup(service.stopService)
         connection = await service.whenConnected()
         assert service.inventory is not None
-        realApply = service.inventory.apply
-        service.inventory.apply = lambda event: None  # type: ignore[method-assign]
+        realFollow = service.inventory.follow
+        service.inventory.follow = lambda *args: None  # type: ignore[method-assign]
         domain = connection.createXML(testDomainXML("lost"), 0)
         self.addCleanup(domain.destroy)
         await until(lambda: _records(path)[-1]["kind"] == "domain.lifecycle")
-        service.inventory.apply = realApply  # type: ignore[method-assign]
+        service.inventory.follow = realFollow  # type: ignore[method-assign]
         clock.advance(10.0)
         await until(clock.getDelayedCalls)
         clock.advance(GRACE)

@@ -227,12 +227,12 @@ class DriftTests(ResyncTestCase):
         assert service.inventory is not None
         inventory = service.inventory
         # libvirt loses the next event, as far as the inventory can tell.
-        realApply = inventory.apply
-        swallowed: list[Event] = []
-        inventory.apply = swallowed.append  # type: ignore[method-assign,assignment]
+        realFollow = inventory.follow
+        swallowed: list[tuple[Any, ...]] = []
+        inventory.follow = lambda *args: swallowed.append(args)  # type: ignore[method-assign]
         domain = connection.createXML(testDomainXML("unseen"), 0)
         await watched.called(1)
-        inventory.apply = realApply  # type: ignore[method-assign]
+        inventory.follow = realFollow  # type: ignore[method-assign]
         self.assertEqual(len(swallowed), 1)
         self.assertIsNone(inventory.domain("unseen"))
         clock.advance(10.0)  # the check, whose snapshot disagrees
@@ -256,16 +256,16 @@ class DriftTests(ResyncTestCase):
         connection = await service.whenConnected()
         assert service.inventory is not None
         inventory = service.inventory
-        realApply = inventory.apply
-        late: list[Event] = []
-        inventory.apply = late.append  # type: ignore[method-assign,assignment]
+        realFollow = inventory.follow
+        late: list[tuple[Any, ...]] = []
+        inventory.follow = lambda *args: late.append(args)  # type: ignore[method-assign]
         domain = connection.createXML(testDomainXML("late"), 0)
         await until(lambda: late)
         clock.advance(10.0)
         await until(clock.getDelayedCalls)  # the confirmation, after the grace
         # The event comes late, but within the grace: libvirt lost nothing.
-        inventory.apply = realApply  # type: ignore[method-assign]
-        realApply(late[0])
+        inventory.follow = realFollow  # type: ignore[method-assign]
+        realFollow(*late[0])
         clock.advance(GRACE)
         await until(clock.getDelayedCalls)  # the next check, scheduled once this is over
         self.assertEqual(service.lostEvents, 0)
