@@ -33,8 +33,8 @@ class ConnectionStatus:
         C{resynced}: the synthesized events that explain what changed
         unseen (C{Event.synthetic}), in order.  Raw callback subscribers
         never receive those as callbacks: this is how they learn of them.
-    @ivar lost: on C{resynced}, how many of the changes libvirt should have
-        told while the connection was up: events it lost.
+    @ivar lost: on C{resynced}, how many of the events in C{changes} libvirt
+        should have sent while the connection was up: events it lost.
     """
 
     state: State

@@ -31,8 +31,8 @@ class InventoryKeeper:
     @param interval: seconds between drift checks, or L{None}.
     @param audience: who hears of the repairs.
     @param current: the service's current connection, if any.
-    @ivar lostEvents: how many changes the drift checks found that libvirt
-        had not told.
+    @ivar lostEvents: how many events libvirt did not send, by the changes
+        the drift checks found (one change may take two, DEFINED and STARTED).
     """
 
     def __init__(
@@ -109,11 +109,12 @@ class InventoryKeeper:
     def _corrected(self, changes: list[Change], restore: bool) -> None:
         """A drift check found changes that libvirt never told: tell, warn, count."""
         lost = [change for change in changes if change.lost]
-        self.lostEvents += len(lost)
+        missed = sum(len(change.events) for change in lost)
+        self.lostEvents += missed
         for words in describe(lost):
             log.warn("{uri}: libvirt lost an event: {change}", uri=self._uri, change=words)
         synthesized = tuple(event for change in changes for event in change.events)
-        status = ConnectionStatus("resynced", self._uri, changes=synthesized, lost=len(lost))
+        status = ConnectionStatus("resynced", self._uri, changes=synthesized, lost=missed)
         queues = self._subscriptions.queues()
         self._audience.tell(status, queues, self._subscriptions.decodedFor(synthesized))
         connection = self._current()

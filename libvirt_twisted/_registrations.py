@@ -224,13 +224,14 @@ class Registrations:
     def _unparked(self, registration: Registration) -> None:
         """
         Another key holds now: deregister the parked registration in the
-        background.  If closing has begun meanwhile, closing the virConnect
-        frees it; its key is free for a waiting registrant either way.
+        background.  If closing has begun meanwhile, it no longer sees this
+        registration, so deregister it here: the caller is still inside the
+        gate, which closing waits for.
         """
         if self._gate.enter():
             self._inBackground(registration)
         else:
-            self._registry.departed(registration)
+            self._deregisterAll([registration], quiet=True)
 
     def _joined(self, registration: Registration, listener: Listener) -> None:
         """

@@ -71,7 +71,8 @@ class Resync:
         self._take = take
         self._connection: LibvirtConnection | None = None
         self._next: IDelayedCall | None = None
-        self._checking = False
+        self._confirming: tuple[IDelayedCall, Deferred[None]] | None = None
+        self._checking: LibvirtConnection | None = None  # the check under way is for it
         self._again: bool | None = None  # a check asked for while one runs: restore?
         self.checks = 0
 
@@ -85,9 +86,15 @@ class Resync:
         """No more checks (the one under way, if any, comes to nothing)."""
         self._connection = None
         self._again = None
+        self._checking = None
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
+        confirming, self._confirming = self._confirming, None
+        if confirming is not None:
+            call, confirmed = confirming
+            call.cancel()
+            confirmed.callback(None)  # the check ends, with nothing confirmed
 
     def now(self, restore: bool = False) -> None:
         """
@@ -97,7 +104,7 @@ class Resync:
         """
         if self._connection is None:
             return
-        if self._checking:
+        if self._checking is self._connection:
             self._again = bool(self._again) or restore
             return  # once the one under way is over
         if self._next is not None and self._next.active():
@@ -113,7 +120,7 @@ class Resync:
         if connection is None:
             return
         self._next = None
-        self._checking = True
+        self._checking = connection
         self.checks += 1
         mark = self._inventory.sequence
         d = deferToLibvirtPool(
@@ -138,6 +145,7 @@ class Resync:
         confirmed: Deferred[None] = Deferred()
 
         def confirm() -> None:
+            self._confirming = None
             if connection is self._connection:
                 still = set(self._inventory.differences(snapshot))
                 lost = [
@@ -151,7 +159,7 @@ class Resync:
                     self._corrected(changes, restore)
             confirmed.callback(None)
 
-        self._clock.callLater(GRACE, confirm)
+        self._confirming = (self._clock.callLater(GRACE, confirm), confirmed)
         return confirmed
 
     def _failed(self, failure: Failure, connection: LibvirtConnection) -> None:
@@ -161,10 +169,12 @@ class Resync:
             )
 
     def _over(self, _: object, connection: LibvirtConnection) -> None:
-        self._checking = False
+        if self._checking is not connection:
+            return  # disconnected meanwhile: connected() looks after the next ones
+        self._checking = None
         again, self._again = self._again, None
         if connection is not self._connection:
-            return  # connected() has scheduled the new connection's checks
+            return
         if again is not None:
             self._check(again)
         else:

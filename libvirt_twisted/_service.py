@@ -97,8 +97,8 @@ class LibvirtService(Service):
     @ivar connection: the current L{LibvirtConnection}, or L{None} while
         there is none.
     @ivar inventory: the L{Inventory}, or L{None} without C{inventory=True}.
-    @ivar lostEvents: how many changes the drift checks found that libvirt
-        had not told, since the service was made.
+    @ivar lostEvents: how many events libvirt did not send while connected,
+        by what the drift checks found, since the service was made.
     """
 
     def __init__(
@@ -163,8 +163,8 @@ class LibvirtService(Service):
     @property
     def lostEvents(self) -> int:
         """
-        How many changes the inventory's drift checks found that libvirt had
-        not told while connected (0 without an inventory).
+        How many events libvirt did not send while connected, by what the
+        inventory's drift checks found (0 without an inventory).
         """
         return self._keeper.lostEvents if self._keeper is not None else 0
 
@@ -249,12 +249,13 @@ class LibvirtService(Service):
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """
         The current connection, or the next one (before C{startService()}
-        too, as with C{ClientService}).  With C{failAfterFailures}, fail
+        too, as with C{ClientService}; and while the current one is closing).  With C{failAfterFailures}, fail
         with the last error once that many attempts from now have failed;
         fail with C{CancelledError} if the service is (or gets) stopped.
         """
-        if self.connection is not None:
-            return succeed(self.connection)
+        connection = self.connection
+        if connection is not None and connection.state is ConnectionState.OPEN:
+            return succeed(connection)
         if self.state in (ServiceState.STOPPING, ServiceState.STOPPED):
             return fail(CancelledError(f"{self!r} is stopped"))
         return self._waiters.wait(failAfterFailures)
@@ -323,7 +324,8 @@ class LibvirtService(Service):
             return DeferredList(list(self._closings)).addCallback(lambda _: loop.drain())
 
         def done(_: object) -> None:
-            if self.state is ServiceState.STOPPING:
+            # Restarted and stopped again meanwhile: that stop says when.
+            if self.state is ServiceState.STOPPING and self._stopWaiters is waiting:
                 self._moveTo(ServiceState.STOPPED)
             log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
             for each in waiting:

@@ -57,12 +57,42 @@ def _domains(conn: libvirt.virConnect) -> dict[str, Named]:
         (True, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT),
         (False, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_TRANSIENT),
     ):
-        for domain, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, flag):
-            state, reason = stateReason(stats.get("state.state", 0), stats.get("state.reason", 0))
+        for domain, code, why in _states(conn, flag):
+            state, reason = stateReason(code, why)
             # A domain defined between the two listings shows in both.
             uuid = domain.UUIDString()
             if uuid not in found:
                 found[uuid] = (domain.name(), DomainState(state, reason, persistent))
+    return found
+
+
+def _states(conn: libvirt.virConnect, flag: int) -> list[tuple[libvirt.virDomain, int, int]]:
+    """
+    The domains that C{flag} selects, with their state and reason: one
+    round trip, or, from a driver without C{getAllDomainStats}, one a domain.
+    """
+    try:
+        return [
+            (domain, stats.get("state.state", 0), stats.get("state.reason", 0))
+            for domain, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, flag)
+        ]
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+    listed = (
+        libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        if flag == libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_PERSISTENT
+        else libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT
+    )
+    found = []
+    for domain in conn.listAllDomains(listed):
+        try:
+            code, why = (int(value) for value in domain.state())
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # gone since the listing: its events tell
+            raise
+        found.append((domain, code, why))
     return found
 
 

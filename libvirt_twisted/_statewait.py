@@ -82,6 +82,8 @@ class StateWait:
             raise ValueError(f"timeout is a number of seconds or None, not {timeout!r}")
         self.states = states
         self.known: DomainState | None = None
+        # Events that come before the state is read: applied to what it says.
+        self._early: list[tuple[str, str]] | None = []
         self._reactor = reactor
         self._cleanups: list[Callable[[], object]] = []
         self._ended = False
@@ -108,24 +110,46 @@ class StateWait:
             self._cleanups.append(cleanup)
 
     def observe(self, state: DomainState | None) -> None:
-        """The domain is now in C{state}, or gone (L{None})."""
+        """
+        The domain is in C{state}, or gone (L{None}), as a read or an
+        inventory says; the events that came before it are applied to it
+        (they came after the wait began, and each leaves the domain in a
+        state of its own, so that in order they end where the domain is).
+        """
         if self._ended:
             return
-        self.known = state
-        if state is None:
-            self.fail(DomainUndefinedError(f"domain {self.shown!r} is not defined"))
-        elif state.state in self.states:
-            self._finish(state.state)
+        early, self._early = self._early or [], None
+        if state is None and "SHUTOFF" in self.states and ("STOPPED" in (e for e, _ in early)):
+            self._finish("SHUTOFF")  # a transient domain stopped, and was gone when read
+            return
+        self._moved(state)
+        for event, detail in early:
+            self._apply(event, detail)
 
     def event(self, name: str | None, uuid: str | None, event: str, detail: str) -> None:
         """A lifecycle event, named: it moves the domain from what is known."""
         if self._ended or not self.matches(name, uuid):
             return
+        if self._early is not None:
+            self._early.append((event, detail))  # nothing known to move from yet
+        else:
+            self._apply(event, detail)
+
+    def _apply(self, event: str, detail: str) -> None:
+        if self._ended:
+            return
         after = domainAfter(self.known, event, detail)
         if after is None and event == "STOPPED" and "SHUTOFF" in self.states:
             self._finish("SHUTOFF")  # a transient domain stops, and is gone
             return
-        self.observe(after)
+        self._moved(after)
+
+    def _moved(self, state: DomainState | None) -> None:
+        self.known = state
+        if state is None:
+            self.fail(DomainUndefinedError(f"domain {self.shown!r} is not defined"))
+        elif state.state in self.states:
+            self._finish(state.state)
 
     def fail(self, error: Exception) -> None:
         if not self._ended:

@@ -92,20 +92,25 @@ def checkURI(uri: object) -> str:
     return uri
 
 
-#: Drivers that run inside the program (no daemon, no socket to watch).
-_EMBEDDED = {"test", "esx", "gsx", "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion"}
+#: Drivers that always run inside the program, whatever host they name:
+#: they talk to their hypervisor themselves, with no libvirt socket to watch.
+_IN_PROCESS = {"esx", "gsx", "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion"}
 
 
 def isEmbedded(uri: str) -> bool:
     """
     Whether C{uri}'s driver runs inside this process (C{test:///default},
-    C{qemu:///embed?root=...}): every other URI reaches a daemon through a
-    socket.
+    C{esx://host/}, C{qemu:///embed?root=...}): every other URI reaches a
+    libvirt daemon through a socket.
     """
     parts = urlsplit(uri)
-    if "+" in parts.scheme or parts.netloc:
+    if "+" in parts.scheme:
         return False
-    return parts.scheme in _EMBEDDED or parts.path == "/embed"
+    if parts.scheme in _IN_PROCESS:
+        return True
+    if parts.netloc:
+        return False  # test://host/... and the like go to that host's daemon
+    return parts.scheme == "test" or parts.path == "/embed"
 
 
 def openURI(uri: str, readOnly: bool, auth: list[Any] | None) -> libvirt.virConnect:

@@ -183,6 +183,33 @@ class ServiceLifecycleTests(TestCase):
         self.successResultOf(service.stopService())
         self.assertEqual([s.state for (s,) in statuses.calls], ["connected", "stopped"])
 
+    async def test_whenConnectedWaitsPastAClosingConnection(self) -> None:
+        service, clock, _ = self.service(Opener(failures=0))
+        service.startService()
+        first = await service.whenConnected()
+        closing = first.close()
+        self.assertIs(first.state, ConnectionState.CLOSING)
+        waiting = service.whenConnected()
+        self.assertNoResult(waiting)
+        await closing
+        clock.advance(0)
+        second = await waiting
+        self.assertIsNot(second, first)
+        self.assertIs(second.state, ConnectionState.OPEN)
+
+    async def test_aStopOvertakenByARestartDoesNotEndTheNextStop(self) -> None:
+        service, _, _ = self.service(Opener(failures=0))
+        service.startService()
+        await service.whenConnected()
+        first = service.stopService()
+        service.startService()  # before the first stop is over
+        second = service.stopService()
+        await first
+        if not second.called:
+            self.assertIs(service.state, ServiceState.STOPPING)
+        await second
+        self.assertIs(service.state, ServiceState.STOPPED)
+
     def test_badOpener(self) -> None:
         self.assertRaises(TypeError, LibvirtService, "test:///default", opener="libvirt.open")
 

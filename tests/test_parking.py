@@ -6,13 +6,16 @@ cannot strand it: the pure logic of the registry, then against libvirt.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
 import libvirt
+from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import LibvirtConnection
+from libvirt_twisted._registrations import Registrations
 from libvirt_twisted._registry import Key, Registry
 
 from ._harness import LOOP, PATIENCE, Recorder, churn, startDaemon, turns, until
@@ -104,6 +107,58 @@ class RegistryParkingTests(SynchronousTestCase):
         registry.abandon(registration, RuntimeError("refused"))
         self.assertIsNone(registry.parked())
         self.assertTrue(registry.add(A, print, None)[2])
+
+
+class FakeConnect:
+    """What Registrations calls on a virConnect, counting what libvirt would hold."""
+
+    def __init__(self) -> None:
+        self.ids = itertools.count(1)
+        self.held: set[int] = set()
+
+    def domainEventRegisterAny(self, obj: Any, eventID: int, cb: Any, opaque: Any) -> int:
+        libvirtId = next(self.ids)
+        self.held.add(libvirtId)
+        return libvirtId
+
+    def domainEventDeregisterAny(self, libvirtId: int) -> None:
+        self.held.discard(libvirtId)
+
+
+class Sink:
+    def deliver(self, key: Key, args: tuple[Any, ...]) -> None:
+        pass
+
+
+class UnparkingWhileClosingTests(SynchronousTestCase):
+    def test_theUnparkedRegistrationIsReleasedByItsRegistrant(self) -> None:
+        """
+        Another key holds just as closing begins: the parked registration,
+        no longer among what closing releases, is deregistered by the
+        registrant, which closing waits for.
+        """
+        conn, sink = FakeConnect(), Sink()
+        registrations = Registrations(conn, sink.deliver, reactor)  # type: ignore[arg-type]
+        first = registrations.subscribe("domain", None, LIFECYCLE, print, None)
+        registrations.unsubscribe("domain", first)
+        self.assertEqual((registrations.parked(), conn.held), (A, {1}))
+        unpark = registrations._unparked
+        closing: list[threading.Thread] = []
+
+        def closeMeanwhile(registration: Any) -> None:
+            left = registrations.shutDown()
+            closer = threading.Thread(target=registrations.release, args=(left,))
+            closer.start()
+            closing.append(closer)
+            while not registrations._gate.closing:
+                closer.join(0.001)
+            unpark(registration)
+
+        registrations._unparked = closeMeanwhile  # type: ignore[method-assign]
+        registrations.subscribe("domain", None, REBOOT, print, None)
+        closing[0].join(PATIENCE)
+        self.assertEqual(registrations.tracked(), [])
+        self.assertEqual(conn.held, set())
 
 
 class ConnectionParkingTests(TestCase):

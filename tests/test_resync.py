@@ -299,3 +299,38 @@ class DriftTests(ResyncTestCase):
         self.assertEqual([e.fields["event"] for e in changes[0].events], ["SUSPENDED"])
         self.assertTrue(changes[0].lost)
         resync.disconnected()
+
+    async def test_aCheckLeftByADisconnectionLeavesNothingAndBlocksNothing(self) -> None:
+        inventory = Inventory(Clock())
+        inventory.rebuild(Snapshot({}, {}, {}))
+        disagreeing = Snapshot({"u": ("a", DomainState("RUNNING", "BOOTED", False))}, {}, {})
+        clock = Clock()
+        corrected: list[tuple[list[Any], bool]] = []
+        resync = Resync(
+            inventory,
+            "test:///default",
+            60.0,
+            reactor,
+            clock,
+            lambda changes, restore: corrected.append((changes, restore)),
+            take=lambda conn, families: disagreeing,
+        )
+        first, second = (LibvirtConnection(libvirt.open("test:///default")) for _ in range(2))
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        resync.connected(first)
+        resync.now()
+        await until(clock.getDelayedCalls)  # its confirmation, after the grace
+        resync.disconnected()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # On the next connection, a check asked for at once runs at once.
+        resync.connected(second)
+        resync.now(restore=True)
+        await until(clock.getDelayedCalls)  # the grace
+        clock.advance(GRACE)
+        ((changes, restore),) = corrected
+        self.assertTrue(restore)
+        self.assertEqual([change.uuid for change in changes], ["u"])
+        self.assertEqual(resync.checks, 2)
+        resync.disconnected()
+        self.assertEqual(clock.getDelayedCalls(), [])

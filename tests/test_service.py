@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtService, maskURI
-from libvirt_twisted._uri import maskPasswords
+from libvirt_twisted._uri import isEmbedded, maskPasswords
 
 from ._harness import (
     LOOP,
@@ -356,6 +356,22 @@ class ServiceArgumentTests(SynchronousTestCase):
                     " and to qemu+ssh://root:***@host/system?keyfile=/k too",
                 )
         self.assertEqual(maskPasswords("no uri here: a@b"), "no uri here: a@b")
+
+    def test_whichURIsRunInThisProcess(self) -> None:
+        for uri, embedded in [
+            ("test:///default", True),
+            ("test:///path/to/node.xml", True),
+            ("qemu:///embed?root=/tmp/x", True),
+            ("esx://esx1.example.com/?no_verify=1", True),
+            ("vpx://vc/dc/host", True),
+            ("hyperv://hv1", True),
+            ("test+unix:///default?socket=/s", False),
+            ("test://host/default", False),
+            ("qemu:///system", False),
+            ("qemu+ssh://root@host/system", False),
+            ("lxc:///system", False),
+        ]:
+            self.assertEqual(isEmbedded(uri), embedded, uri)
 
     def test_maskURI(self) -> None:
         self.assertEqual(

@@ -11,7 +11,7 @@ import contextlib
 import libvirt
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import (
     ConnectionClosedError,
@@ -20,6 +20,8 @@ from libvirt_twisted import (
     LibvirtConnection,
     LibvirtService,
 )
+from libvirt_twisted._lifecycle import DomainState
+from libvirt_twisted._statewait import StateWait
 
 from ._harness import daemonClients, startDaemon, testDomainXML, turns, until
 
@@ -115,6 +117,51 @@ class ConnectionWaitTests(TestCase):
         self.assertRaises(TypeError, self.connection.whenDomainState, 42, "RUNNING")
         self.assertRaises(ValueError, self.connection.whenDomainState, "test", "RUNNING", -1)
         self.assertEqual(self.connection.tracked(), [])
+
+
+class EarlyEventTests(SynchronousTestCase):
+    """Events that come before the read's answer are applied to what it says."""
+
+    UUID = "11111111-2222-3333-4444-555555555555"
+
+    def wait(self, *states: str) -> tuple[StateWait, Clock, list[object]]:
+        clock = Clock()
+        wait = StateWait(self.UUID, frozenset(states), clock, clock, None)
+        results: list[object] = []
+        wait.deferred.addBoth(results.append)
+        return wait, clock, results
+
+    def test_stoppedAndStartedAgainDuringTheRead(self) -> None:
+        wait, clock, results = self.wait("RUNNING")
+        wait.event("d", self.UUID, "STOPPED", "DESTROYED")
+        wait.event("d", self.UUID, "STARTED", "BOOTED")
+        wait.observe(DomainState("RUNNING", "BOOTED", True))
+        clock.advance(0)
+        self.assertEqual(results, ["RUNNING"])
+
+    def test_aConfigChangeIsNoStop(self) -> None:
+        wait, clock, results = self.wait("SHUTOFF")
+        wait.event("d", self.UUID, "DEFINED", "UPDATED")
+        wait.observe(DomainState("RUNNING", "BOOTED", True))
+        clock.advance(0)
+        self.assertEqual(results, [])
+        wait.event("d", self.UUID, "STOPPED", "SHUTDOWN")
+        clock.advance(0)
+        self.assertEqual(results, ["SHUTOFF"])
+
+    def test_aTransientDomainThatStoppedBeforeTheRead(self) -> None:
+        wait, clock, results = self.wait("SHUTOFF")
+        wait.event("d", self.UUID, "STOPPED", "DESTROYED")
+        wait.observe(None)
+        clock.advance(0)
+        self.assertEqual(results, ["SHUTOFF"])
+
+    def test_anotherDomainsEventsAreNotApplied(self) -> None:
+        wait, clock, results = self.wait("SHUTOFF")
+        wait.event("other", "99999999-2222-3333-4444-555555555555", "STOPPED", "DESTROYED")
+        wait.observe(DomainState("RUNNING", "BOOTED", True))
+        clock.advance(0)
+        self.assertEqual(results, [])
 
 
 class ServiceWaitTests(TestCase):
