@@ -19,13 +19,13 @@ from twisted.logger import Logger
 
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
-from ._install import NoEventLoopError, installed
+from ._install import NoEventLoopError, checkWatched, installed
 from ._reactor import ThreadsReactor, fromThreads, resolve
 from ._registrations import ConnectionClosedError, Registrations, quietly
 from ._registry import Key
 from ._statewait import DomainSpec, StateWait, checkStates, waitOn
 from ._threads import InThread, deferToLibvirtPool
-from ._uri import isEmbedded, maskURI, openURI
+from ._uri import openURI
 from .events import closeReasonName
 
 log = Logger()
@@ -112,7 +112,7 @@ class LibvirtConnection:
         self._waiters: list[Deferred[int]] = []
         conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         try:
-            _checkWatched(conn, loop)
+            checkWatched(conn, loop)
             if onDomainChange is not None:
                 self.domainEventRegisterAny(
                     None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, onDomainChange
@@ -399,29 +399,6 @@ class _WrapperInThread(InThread):
             method: Callable[..., Deferred[Any]] = getattr(self._target, name)
             return method
         return super().__getattr__(name)
-
-
-def _checkWatched(conn: libvirt.virConnect, loop: EventLoop) -> None:
-    """
-    Refuse a remote connection that has no watch in the event loop: one
-    opened before install(), which would deliver its events, keepalives and
-    close notice only while a call of its own is under way.  One round trip
-    tells (libvirt updates the socket's watch from the calling thread), or
-    up to three if another thread's call takes ours along with it.
-    """
-    uri = conn.getURI()
-    if isEmbedded(uri):
-        return
-    for _ in range(3):
-        before = loop.watchUpdates()
-        conn.getLibVersion()
-        if loop.watchUpdates() != before:
-            return
-    raise NoEventLoopError(
-        f"{maskURI(uri)} was opened before libvirt_twisted.install(): libvirt gave it"
-        f" no watch in the event loop, so it would deliver events, keepalives and its"
-        f" close only during calls of its own; call install() first, then open it"
-    )
 
 
 def _safely(function: Callable[..., object], *args: Any) -> None:

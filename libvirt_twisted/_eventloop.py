@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 
 from ._fdwatch import ALWAYS, READABLE, WRITABLE, FileWatch, HandleCallback, Watch
+from ._lostevents import LostEvents
 from ._reactor import EventLoopReactor, dropStaleEpollEntry, onReactorThread
 
 TimeoutCallback = Callable[[int, Any], None]
@@ -92,7 +93,7 @@ class EventLoop:
         self._shuttingDown = False
         self._dispatching = False
         self._dueNow: list[Timer] = []
-        self._lostEventObservers: list[Callable[[], object]] = []
+        self._lostEvents = LostEvents(self._later)
         self._perThread = threading.local()
         self.fired = 0
         self.dispatched = 0
@@ -165,10 +166,10 @@ class EventLoop:
         """
         Change the interval of C{timer}, restarting its countdown.  An
         unknown id is ignored; arming timer -1 is libvirt's trace of a lost
-        event (L{_strandedEvent}).
+        event (see C{_lostevents.py}).
         """
         if timer == -1 and timeout == 0:
-            self._strandedEvent()
+            self._lostEvents.seen()
             return
         with self._lock:
             found = self._timers.get(timer)
@@ -192,48 +193,23 @@ class EventLoop:
         self._changed(found, freeing=True)
         return 0
 
-    def _strandedEvent(self) -> None:
-        """
-        libvirt armed the timer of an event queue that has none: a thread
-        queued an event while another removed the queue's timer with the
-        connection's last event registration (libvirt checks for the timer
-        before taking the queue's lock).  Queueing is the only caller that
-        sets a timer to 0; keepalive, once stopped, updates timer -1 with its
-        interval, which means nothing.  That event is never delivered, and
-        if the connection registers again before its registrations all go,
-        none after it is either: say so rather than let it pass in silence.
-        """
-        self.log.warn(
-            "libvirt lost an event: it queued one just as the connection's last"
-            " event registration went (a libvirt race); should that connection"
-            " register again, it may deliver no events until every registration"
-            " on it is gone"
-        )
-        if not self._lostEventObservers:
-            return
-        # Inside libvirt's locks, from any thread: tell them on a later turn.
-        if self._isReactorThread() or self._fromThreads is None:
-            self.reactor.callLater(0, self._tellLostEvent)
-        else:
-            self._fromThreads.callFromThread(self._tellLostEvent)
-
     def addLostEventObserver(self, observer: Callable[[], object]) -> None:
         """
         Call C{observer}, on a later reactor turn, whenever libvirt loses an
         event to its race in this process (which connection's, libvirt does
         not say): a service with an inventory resyncs at once.
         """
-        self._lostEventObservers.append(observer)
+        self._lostEvents.addObserver(observer)
 
     def removeLostEventObserver(self, observer: Callable[[], object]) -> None:
-        self._lostEventObservers.remove(observer)
+        self._lostEvents.removeObserver(observer)
 
-    def _tellLostEvent(self) -> None:
-        for observer in list(self._lostEventObservers):
-            try:
-                observer()
-            except Exception:
-                self.log.failure("lost-event observer {observer!r} raised", observer=observer)
+    def _later(self, function: Callable[[], None]) -> None:
+        """Call C{function} on a later reactor turn, from any thread."""
+        if self._isReactorThread() or self._fromThreads is None:
+            self.reactor.callLater(0, function)
+        else:
+            self._fromThreads.callFromThread(function)
 
     def watchUpdates(self) -> int:
         """

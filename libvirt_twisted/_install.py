@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from ._eventloop import EventLoop
 from ._reactor import EventLoopReactor
-from ._uri import maskPasswords
+from ._uri import isEmbedded, maskPasswords, maskURI
 
 log = Logger()
 
@@ -126,4 +126,31 @@ def _foreign(detail: str) -> EventLoopInstallError:
         f" accepts one event loop per process: do not call"
         f" virEventRegisterDefaultImpl() or libvirtaio, and call install()"
         f" before anything else registers one"
+    )
+
+
+def checkWatched(conn: libvirt.virConnect, loop: EventLoop) -> None:
+    """
+    Refuse a remote connection that has no watch in the event loop: one
+    opened before install(), which would deliver its events, keepalives and
+    close notice only while a call of its own is under way.  One round trip
+    tells (libvirt updates the socket's watch from the calling thread), or
+    up to three if another thread's call takes ours along with it (libvirt
+    lets one thread do the others' I/O): a connection that other threads
+    keep busy all along could be refused wrongly.
+
+    @raise NoEventLoopError: it has no watch.
+    """
+    uri = conn.getURI()
+    if isEmbedded(uri):
+        return
+    for _ in range(3):
+        before = loop.watchUpdates()
+        conn.getLibVersion()
+        if loop.watchUpdates() != before:
+            return
+    raise NoEventLoopError(
+        f"{maskURI(uri)} was opened before libvirt_twisted.install(): libvirt gave it"
+        f" no watch in the event loop, so it would deliver events, keepalives and its"
+        f" close only during calls of its own; call install() first, then open it"
     )

@@ -249,9 +249,10 @@ class LibvirtService(Service):
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """
         The current connection, or the next one (before C{startService()}
-        too, as with C{ClientService}; and while the current one is closing).  With C{failAfterFailures}, fail
-        with the last error once that many attempts from now have failed;
-        fail with C{CancelledError} if the service is (or gets) stopped.
+        too, as with C{ClientService}, and while the current one is
+        closing).  With C{failAfterFailures}, fail with the last error once
+        that many attempts from now have failed; fail with C{CancelledError}
+        if the service is (or gets) stopped.
         """
         connection = self.connection
         if connection is not None and connection.state is ConnectionState.OPEN:
@@ -315,8 +316,15 @@ class LibvirtService(Service):
         attempt = self._attempt
         if attempt is not None:
             attempt.abandoned = True
-        waiting: list[Deferred[None]] = [Deferred()]
-        self._stopWaiters = waiting
+        self._stopWaiters = [Deferred()]
+        self._waitUntilStopped(attempt, self._stopWaiters)
+        return self._stopWaiters[0]
+
+    def _waitUntilStopped(self, attempt: Attempt | None, waiting: list[Deferred[None]]) -> None:
+        """
+        Once the attempt under way (if any) is over or given up, every close
+        done and libvirt's removals freed: stopped, for those C{waiting}.
+        """
 
         def waitForCloses(_: object) -> Deferred[Any]:
             loop = self._loop()
@@ -337,7 +345,6 @@ class LibvirtService(Service):
             else succeed(None)
         )
         over.addBoth(waitForCloses).addBoth(done)
-        return waiting[0]
 
     # Connecting, off the reactor thread.
 

@@ -193,6 +193,23 @@ class TimerOnClockTests(SynchronousTestCase):
         self.assertEqual(len(messages), 1)
         self.assertIn("libvirt lost an event", messages[0])
 
+    def test_lostEventObserversHearOnALaterTurn(self) -> None:
+        loop, clock, _ = clockLoop()
+        heard: list[str] = []
+
+        def observer() -> None:
+            heard.append("lost")
+
+        loop.addLostEventObserver(observer)
+        loop.updateTimeout(-1, 0)  # inside libvirt's locks: not now
+        self.assertEqual(heard, [])
+        clock.advance(0)
+        self.assertEqual(heard, ["lost"])
+        loop.removeLostEventObserver(observer)
+        loop.updateTimeout(-1, 0)
+        clock.advance(0)
+        self.assertEqual(heard, ["lost"])
+
     def test_idsArePositiveAndNeverReused(self) -> None:
         loop, _clock, _ = clockLoop()
         other, _, _ = clockLoop()
