@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import libvirt
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
-from ._install import NoEventLoopError, checkWatched, installed
+from ._install import NoEventLoopError, checkWatched, errorsExpected, installed
 from ._reactor import ThreadsReactor, fromThreads, resolve
 from ._registrations import ConnectionClosedError, Registrations, quietly
 from ._registry import Key
@@ -330,9 +331,12 @@ class LibvirtConnection:
         leftovers = self._registrations.shutDown()
 
         def letGo() -> None:
-            self._registrations.release(leftovers)
-            quietly(self.virConnect.unregisterCloseCallback)
-            quietly(self.virConnect.close)
+            # A lost connection refuses every deregistration: one line was
+            # logged for the loss, not one for each.
+            with errorsExpected() if reason != CLOSE_REASON_CLIENT else nullcontext():
+                self._registrations.release(leftovers)
+                quietly(self.virConnect.unregisterCloseCallback)
+                quietly(self.virConnect.close)
 
         done = deferToLibvirtPool(self._reactor, letGo)
         done.addErrback(lambda f: log.failure("closing {conn} failed", f, conn=repr(self)))
@@ -383,9 +387,7 @@ class LibvirtConnection:
             self._fromThreads.callFromThread(self._lost, reason)
 
     def _lost(self, reason: int) -> None:
-        if self.state is ConnectionState.OPEN:
-            log.info("libvirt connection closed: {reason}", reason=closeReasonName(reason))
-        self._closeDown(reason)
+        self._closeDown(reason)  # its move to CLOSING is logged, with the reason
 
 
 class _WrapperInThread(InThread):

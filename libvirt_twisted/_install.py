@@ -4,7 +4,9 @@ Registering the reactor with libvirt: once per process, before any connection.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import libvirt
@@ -109,8 +111,27 @@ def _refuseForeignLoop() -> None:
     raise _foreign("another event loop implementation is registered")
 
 
+_expecting = threading.local()
+
+
+@contextlib.contextmanager
+def errorsExpected() -> Iterator[None]:
+    """
+    In this thread, libvirt's error reports are not logged: the calls made
+    meanwhile are expected to fail (tearing down a lost connection, each of
+    its deregistrations refused), and their callers deal with that.
+    """
+    _expecting.depth = getattr(_expecting, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _expecting.depth -= 1
+
+
 def _logLibvirtError(context: Any, error: Any) -> None:
     """libvirt's error report, logged; the caller gets it as an exception."""
+    if getattr(_expecting, "depth", 0):
+        return
     # Not "message": legacy log observers overwrite that key.
     text = maskPasswords(error[2]) if isinstance(error[2], str) else error[2]
     log.debug("libvirt: {text}", text=text, code=error[0], domain=error[1])

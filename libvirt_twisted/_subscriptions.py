@@ -180,8 +180,9 @@ class Subscriptions:
     ) -> Registered:
         """Register C{snapshot} on a connection being set up (in a thread)."""
         registered: Registered = {}
+        refused: set[tuple[str, str]] = set()  # logged once a connection
         for subscription in snapshot:
-            listenerId = self._registerOne(connection, subscription)
+            listenerId = self._registerOne(connection, subscription, refused)
             if listenerId is not None:
                 registered[subscription.id] = listenerId
         return registered
@@ -230,10 +231,16 @@ class Subscriptions:
         d.addCallback(registered)
         d.addErrback(lambda f: log.failure("{uri}: subscribing failed", f, uri=self._uri))
 
-    def _registerOne(self, connection: LibvirtConnection, subscription: Subscription) -> int | None:
+    def _registerOne(
+        self,
+        connection: LibvirtConnection,
+        subscription: Subscription,
+        refused: set[tuple[str, str]] | None = None,
+    ) -> int | None:
         """
         Register one subscription (in a thread); L{None} if it cannot hold
-        on this connection, which the rest of the connection survives.
+        on this connection, which the rest of the connection survives.  A
+        refusal is logged unless C{refused} has had the same one.
         """
         family = subscription.family
         try:
@@ -251,11 +258,16 @@ class Subscriptions:
             # One driver lacks some families' events (test:///default has no
             # secret events), an older daemon some event ids, a filter its
             # object: the other subscriptions still hold.
+            error = self._scrub(str(e))
+            if refused is not None:
+                if (family.name, error) in refused:
+                    return None
+                refused.add((family.name, error))
             log.info(
                 "{uri}: {family} events cannot be watched here: {error}",
                 uri=self._uri,
                 family=family.name,
-                error=self._scrub(str(e)),
+                error=error,
             )
             return None
 
