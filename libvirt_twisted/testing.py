@@ -37,10 +37,13 @@ class DaemonError(RuntimeError):
     """The private libvirtd could not be started or stopped."""
 
 
+#: The name of the one thread, the harness's own, that starts every daemon.
+STARTER_THREAD = "libvirtd-starter"
+
 #: Starts every daemon: the parent-death signal that stops a daemon whose
 #: test process died is tied to the thread that started it, so that thread
 #: must live as long as the process, whichever thread asked for the daemon.
-_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="libvirtd-starter")
+_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=STARTER_THREAD)
 
 
 def _spawn(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:

@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtConnection, LibvirtService
-from libvirt_twisted.testing import DaemonError, PrivateLibvirtd
+from libvirt_twisted.testing import STARTER_THREAD, DaemonError, PrivateLibvirtd
 
 from ._anchor import Anchor, spawnAnchor
 from ._harness import LOOP, Recorder, openFds, qemuDomainXML, startDaemon, testDomainXML
@@ -199,7 +199,7 @@ class FaultRig:
             t.name
             for t in threading.enumerate()
             if t is not threading.main_thread()
-            and not t.name.startswith(("PoolThread-", "libvirt-call-"))
+            and not t.name.startswith(("PoolThread-", "libvirt-call-", STARTER_THREAD))
         ]
         self.case.assertEqual(strays, [], f"{fault}: threads outside the bounded pools")
 
