@@ -26,7 +26,7 @@ from ._registrations import ConnectionClosedError, Registrations, quietly
 from ._registry import Key
 from ._statewait import DomainSpec, StateWait, checkStates, waitOn
 from ._threads import InThread, deferToLibvirtPool
-from ._uri import openURI
+from ._uri import isEmbedded, openURI
 from .events import closeReasonName
 
 log = Logger()
@@ -111,7 +111,11 @@ class LibvirtConnection:
         self._delivery = Delivery(self._reactor)
         self._registrations = Registrations(conn, self._deliver, self._reactor)
         self._waiters: list[Deferred[int]] = []
-        conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
+        # An embedded driver never closes by itself, nor keeps a close
+        # callback: libvirt-python's reference to it would never be dropped,
+        # and would keep the virConnect alive for ever.
+        if not isEmbedded(conn.getURI()):
+            conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         try:
             checkWatched(conn, loop)
             if onDomainChange is not None:
@@ -312,8 +316,12 @@ class LibvirtConnection:
         Close the connection, off the reactor thread, with the same teardown
         as a lost one.  The Deferred fires with the close reason
         (C{VIR_CONNECT_CLOSE_REASON_CLIENT} unless the connection was lost
-        before) once libvirt has freed what the connection had registered with
-        the event loop.
+        before) once the libvirt calls under way on it have ended, every
+        event registration and the close callback are deregistered, the
+        virConnect is closed, and the event loop has freed the watches and
+        timers libvirt removed meanwhile.  libvirt keeps the connection (and
+        a remote one's socket) open while the program still holds one of its
+        objects (a virDomain, a virNetwork...): it closes it with the last.
         """
         return self._closeDown(CLOSE_REASON_CLIENT)
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import IProcessTransport, IReactorFromThreads
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -140,6 +142,15 @@ def spawnPython(
 
     case.addCleanup(stop)
     return transport
+
+
+async def runPython(source: str) -> tuple[str, str, int]:
+    """Run C{source} in a fresh interpreter (a plain script: no logging begun, no
+    reactor running); return its output and status."""
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, ["-c", textwrap.dedent(source)], env=dict(os.environ), path=os.getcwd()
+    )
+    return out.decode(), err.decode(), code
 
 
 def logMessages(case: SynchronousTestCase) -> list[str]:

@@ -5,26 +5,13 @@ registered before the reactor runs.
 
 from __future__ import annotations
 
-import os
-import sys
-import textwrap
-
 from twisted.internet.testing import MemoryReactorClock
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 import libvirt_twisted
 from libvirt_twisted import EventLoopInstallError, install
 
-from ._harness import LOOP, requireDaemon
-
-
-async def runPython(source: str) -> tuple[str, str, int]:
-    """Run C{source} in a fresh interpreter; return its output and status."""
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable, ["-c", textwrap.dedent(source)], env=dict(os.environ), path=os.getcwd()
-    )
-    return out.decode(), err.decode(), code
+from ._harness import LOOP, requireDaemon, runPython
 
 
 class InstallTests(TestCase):
