@@ -5,10 +5,22 @@ The README's runnable examples (docs/examples/) run and print what they claim.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+from ._harness import PATIENCE, spawnPython
+from ._monitorprocess import TWISTD
 
 EXAMPLES = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples"
@@ -61,3 +73,57 @@ class ExampleTests(TestCase):
                 "now: PAUSED lost events: 0",
             ],
         )
+
+    async def test_webTacUnderTwistd(self) -> None:
+        port = freePort()
+        os.environ["LIBVIRT_WEB_ENDPOINT"] = f"tcp:{port}:interface=127.0.0.1"
+        self.addCleanup(os.environ.pop, "LIBVIRT_WEB_ENDPOINT")
+        protocol = Ended()
+        twistd = spawnPython(
+            self,
+            protocol,
+            ["-c", TWISTD, "-ny", os.path.join(EXAMPLES, "web.tac"), "--pidfile=", "--logfile=-"],
+            protocol.ended,
+        )
+        body = await fetchOnceUp(f"http://127.0.0.1:{port}/")
+        self.assertIn(b"<h1>test:///default</h1>", body)
+        self.assertIn(b"<li>test</li>", body)
+        twistd.signalProcess("TERM")
+        await protocol.ended
+        # An application run by twistd dies of SIGTERM, as twistd makes it
+        # (a shell sees 143); the monitor, which handles it, exits 0.
+        assert protocol.reason is not None
+        self.assertEqual(getattr(protocol.reason.value, "signal", None), signal.SIGTERM)
+
+
+class Ended(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+
+    def processEnded(self, reason: Failure) -> None:
+        self.reason = reason
+        self.ended.callback(None)
+
+
+def freePort() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def fetchOnceUp(url: str) -> bytes:
+    """GET C{url}, again until the server listens; its body."""
+    agent = Agent(reactor)
+    deadline = reactor.seconds() + PATIENCE
+    while True:
+        try:
+            response = await agent.request(b"GET", url.encode())
+        except ConnectionRefusedError:
+            if reactor.seconds() > deadline:
+                raise
+            await deferLater(reactor, 0.05, lambda: None)
+            continue
+        body: bytes = await readBody(response)
+        return body

@@ -13,7 +13,7 @@ XML = "<domain type='test'><name>demo</name><memory>8192</memory><os><type>hvm</
 
 
 def changed(change):
-    if change.after is not None:
+    if change.family == "domain" and change.after is not None:
         print("changed:", change.after.name, change.after.state, "by", change.source)
 
 
