@@ -18,6 +18,7 @@ import libvirt
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from ._debug import closing, opened, timed
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
 from ._install import NoEventLoopError, checkWatched, errorsExpected, installed
@@ -26,7 +27,7 @@ from ._registrations import ConnectionClosedError, Registrations, quietly
 from ._registry import Key
 from ._statewait import DomainSpec, StateWait, checkStates, waitOn
 from ._threads import InThread, deferToLibvirtPool
-from ._uri import isEmbedded, openURI
+from ._uri import isEmbedded, maskURI, openURI
 from .events import closeReasonName
 
 log = Logger()
@@ -109,12 +110,14 @@ class LibvirtConnection:
         self._onClose = onClose
         self._userClose: tuple[Callable[..., object], Any] | None = None
         self._delivery = Delivery(self._reactor)
-        self._registrations = Registrations(conn, self._deliver, self._reactor)
+        self._registrations = Registrations(conn, self._deliver, self._reactor, loop)
         self._waiters: list[Deferred[int]] = []
         # An embedded driver never closes by itself, nor keeps a close
         # callback: libvirt-python's reference to it would never be dropped,
         # and would keep the virConnect alive for ever.
-        if not isEmbedded(conn.getURI()):
+        uri = conn.getURI()
+        self.maskedURI = maskURI(uri)
+        if not isEmbedded(uri):
             conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         try:
             checkWatched(conn, loop)
@@ -125,6 +128,7 @@ class LibvirtConnection:
         except BaseException:
             quietly(conn.unregisterCloseCallback)
             raise
+        opened(self)
 
     @classmethod
     def open(
@@ -155,7 +159,11 @@ class LibvirtConnection:
         return f"<LibvirtConnection {self.state.value} callbacks={len(self._registrations)}>"
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.virConnect, name)
+        attribute = getattr(self.virConnect, name)
+        limit = self._loop.slowCallThreshold
+        if limit is not None and callable(attribute):
+            return timed(attribute, name, limit, self._loop.onReactorThread, self.maskedURI)
+        return attribute
 
     # Event registrations, with virConnect's names and signatures.  Each
     # returns an id of the wrapper's (several listeners may share one
@@ -336,6 +344,7 @@ class LibvirtConnection:
         if self.state is not ConnectionState.OPEN:
             return closed
         self._moveTo(ConnectionState.CLOSING, reason)
+        closing(self)
         leftovers = self._registrations.shutDown()
 
         def letGo() -> None:

@@ -65,6 +65,9 @@ class EventLoop:
         libvirt-python's C{virEventInvokeFreeCallback} unless a test needs a
         stand-in.
     @param isReactorThread: tells whether the caller is on the reactor thread.
+    @ivar slowCallThreshold: in debug mode (see L{install}), the seconds a
+        libvirt call through a L{LibvirtConnection} may block the reactor
+        thread before a warning names it; L{None} otherwise.
     @ivar fired: how many timer callbacks ran (for wake-up accounting).
     @ivar dispatched: how many watch callbacks ran.
     """
@@ -95,6 +98,7 @@ class EventLoop:
         self._dueNow: list[Timer] = []
         self._lostEvents = LostEvents(self._later)
         self._perThread = threading.local()
+        self.slowCallThreshold: float | None = None
         self.fired = 0
         self.dispatched = 0
 

@@ -13,6 +13,7 @@ import libvirt
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
+from ._debug import threshold, warnUnclosed
 from ._eventloop import EventLoop
 from ._reactor import EventLoopReactor
 from ._uri import isEmbedded, maskPasswords, maskURI
@@ -35,7 +36,11 @@ class NoEventLoopError(RuntimeError):
     """
 
 
-def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> EventLoop:
+def install(
+    reactor: EventLoopReactor | None = None,
+    logErrors: bool = True,
+    debug: bool | float | None = None,
+) -> EventLoop:
     """
     Make C{reactor} (the global reactor by default) libvirt's event loop and
     return the implementation.  Call it before opening any connection; calling
@@ -44,11 +49,17 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
     @param logErrors: send libvirt's error reports to the Twisted log (debug
         level) instead of stderr, which is where libvirt prints every error,
         even one the program catches as a C{libvirtError}.
+    @param debug: a developer's warnings: a libvirt call through a
+        L{LibvirtConnection} that blocks the reactor thread longer than 50 ms
+        (C{True}) or C{debug} ms (a number) is logged with its name, and at
+        reactor shutdown each connection never closed is named.  L{None}
+        reads C{LIBVIRT_TWISTED_DEBUG} (C{1}, or milliseconds).
 
     @raise EventLoopInstallError: libvirt accepts one event loop per process,
         and it is already another reactor or another implementation.
     """
     global _installed
+    limit = threshold(debug)
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
@@ -58,6 +69,7 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
     with _lock:
         if _installed is not None:
             if _installed.reactor is reactor:
+                _debugging(_installed, limit, reactor)
                 return _installed
             raise EventLoopInstallError(
                 f"libvirt's event loop is already this package's, on"
@@ -88,8 +100,21 @@ def install(reactor: EventLoopReactor | None = None, logErrors: bool = True) -> 
         # over, run the free callbacks that are still due, from a clean stack.
         addTrigger("before", "shutdown", loop.shuttingDown)
         addTrigger("during", "shutdown", loop.shutDown)
+    _debugging(loop, limit, reactor)
     log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
     return loop
+
+
+def _debugging(loop: EventLoop, limit: float | None, reactor: object) -> None:
+    """Turn debug mode on (once for each loop) when asked."""
+    if limit is None:
+        return
+    first = loop.slowCallThreshold is None
+    loop.slowCallThreshold = limit
+    addTrigger = getattr(reactor, "addSystemEventTrigger", None)
+    if first and addTrigger is not None:
+        # After the "before" phase, in which services close their connections.
+        addTrigger("during", "shutdown", warnUnclosed)
 
 
 def installed() -> EventLoop | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
@@ -20,7 +20,9 @@ from twisted.logger import Logger
 
 from . import _families
 from ._callgate import CallGate
+from ._debug import timed
 from ._delivery import Dispatcher, Target
+from ._eventloop import EventLoop
 from ._queue import EventQueue
 from ._reactor import ThreadsReactor
 from ._registry import Key, Listener, Registration, Registry, RegistryClosed
@@ -28,6 +30,8 @@ from ._threads import deferToLibvirtPool
 from .events import checkEventID
 
 log = Logger()
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UnknownCallbackError(ValueError):
@@ -49,6 +53,8 @@ class Registrations:
         bound method, held weakly (libvirt keeps its callbacks alive from C,
         where the garbage collector cannot see a cycle).
     @param reactor: whose call pool runs deregistrations in the background.
+    @param loop: the event loop; in its debug mode, a registration or
+        deregistration that blocks the reactor thread too long is logged.
     """
 
     def __init__(
@@ -56,8 +62,10 @@ class Registrations:
         virConnect: libvirt.virConnect,
         deliver: Callable[[Key, tuple[Any, ...]], None],
         reactor: ThreadsReactor,
+        loop: EventLoop | None = None,
     ) -> None:
         self._virConnect = virConnect
+        self._loop = loop
         self._deliver = weakref.WeakMethod(deliver)
         self._reactor = reactor
         self._registry = Registry()
@@ -87,6 +95,20 @@ class Registrations:
         self, familyName: str, obj: Any, eventID: int, target: Target, opaque: Any
     ) -> int:
         """Add a listener; any thread (a round trip when first of its key)."""
+        subscribe = self._timed(_families.family(familyName).register, self._subscribe)
+        return subscribe(familyName, obj, eventID, target, opaque)
+
+    def _timed(self, name: str, function: F) -> F:
+        """C{function} (a round trip for C{name}), timed in the loop's debug mode."""
+        loop = self._loop
+        if loop is None or loop.slowCallThreshold is None:
+            return function
+        uri = self._virConnect.getURI()
+        return timed(function, name, loop.slowCallThreshold, loop.onReactorThread, uri)
+
+    def _subscribe(
+        self, familyName: str, obj: Any, eventID: int, target: Target, opaque: Any
+    ) -> int:
         family = _families.family(familyName)
         checkEventID(family.name, eventID)
         checkCallback(target)
@@ -151,8 +173,10 @@ class Registrations:
         elif background:
             return self._inBackground(registration)
         else:
+            family = _families.family(registration.key[0])
             try:
-                self._libvirtDeregister(registration, quiet=self._registry.closed)
+                deregister = self._timed(family.deregister, self._libvirtDeregister)
+                deregister(registration, self._registry.closed)
             finally:
                 self._gate.leave()
         return succeed(None)
@@ -167,7 +191,8 @@ class Registrations:
         try:
             listeners, registrations = self._registry.clear()
             _forget(listeners)
-            self._deregisterAll(registrations, quiet=self._registry.closed)
+            deregisterAll = self._timed("deregisterCallbacks", self._deregisterAll)
+            deregisterAll(registrations, self._registry.closed)
         finally:
             self._gate.leave()
 
