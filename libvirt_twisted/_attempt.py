@@ -19,11 +19,12 @@ from twisted.python.failure import Failure
 from . import _snapshot
 from ._connection import LibvirtConnection, OnClose
 from ._eventloop import EventLoop
+from ._install import errorCode
 from ._reactor import Scheduler, ThreadsReactor
 from ._registrations import quietly
 from ._snapshot import Snapshot
 from ._subscriptions import Registered, Subscription, Subscriptions
-from ._uri import openURI
+from ._uri import isEmbedded, openURI
 
 log = Logger()
 
@@ -61,7 +62,7 @@ class Connector:
     def open(self) -> libvirt.virConnect:
         """Open the URI and turn keepalive on where the driver has it: blocking."""
         conn = self.opener(self.uri, self.readOnly, self.auth)
-        if self.keepalive is not None:
+        if self.keepalive is not None and not isEmbedded(self.uri):
             try:
                 _setKeepAlive(conn, *self.keepalive)
             except BaseException:
@@ -207,5 +208,5 @@ def _setKeepAlive(conn: libvirt.virConnect, interval: int, count: int) -> None:
     try:
         conn.setKeepAlive(interval, count)
     except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+        if errorCode(e) != libvirt.VIR_ERR_NO_SUPPORT:
             raise

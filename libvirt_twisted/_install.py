@@ -153,8 +153,25 @@ def errorsExpected() -> Iterator[None]:
         _expecting.depth -= 1
 
 
+_lastReported = threading.local()
+
+
+def errorCode(error: libvirt.libvirtError) -> int | None:
+    """
+    The code of a C{libvirtError}.  libvirt-python reads it from libvirt's
+    last error of the thread when it makes the exception, and any libvirt
+    call between resets that (a C{virDomainFree} that the garbage collector
+    ran meanwhile, say); then the code this thread last reported stands in.
+    """
+    code = error.get_error_code()
+    if code is None:
+        code = getattr(_lastReported, "code", None)
+    return code
+
+
 def _logLibvirtError(context: Any, error: Any) -> None:
     """libvirt's error report, logged; the caller gets it as an exception."""
+    _lastReported.code = error[0] if isinstance(error[0], int) else None
     if getattr(_expecting, "depth", 0):
         return
     # Not "message": legacy log observers overwrite that key.

@@ -13,6 +13,7 @@ from typing import Any
 
 import libvirt
 
+from ._install import errorCode
 from ._lifecycle import DomainState, PoolState, stateReason
 
 #: What a snapshot holds of one object: its name and its state.
@@ -77,7 +78,7 @@ def _states(conn: libvirt.virConnect, flag: int) -> list[tuple[libvirt.virDomain
             for domain, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, flag)
         ]
     except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+        if errorCode(e) != libvirt.VIR_ERR_NO_SUPPORT:
             raise
     listed = (
         libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
@@ -89,7 +90,7 @@ def _states(conn: libvirt.virConnect, flag: int) -> list[tuple[libvirt.virDomain
         try:
             code, why = (int(value) for value in domain.state())
         except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            if errorCode(e) == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # gone since the listing: its events tell
             raise
         found.append((domain, code, why))
@@ -109,7 +110,7 @@ def _pools(conn: libvirt.virConnect, family: str) -> dict[str, NamedPool] | None
     try:
         every = {each.UUIDString(): each.name() for each in listAll(0)}
     except libvirt.libvirtError as e:
-        if e.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_NO_CONNECT):
+        if errorCode(e) in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_NO_CONNECT):
             return None
         raise
     active = {each.UUIDString() for each in listAll(activeFlag)}

@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
+from ._install import errorCode
 from ._lifecycle import DomainState, domainAfter, stateReason
 from ._reactor import Scheduler, ThreadsReactor
 from ._registrations import ConnectionClosedError, UnknownCallbackError
@@ -200,7 +201,7 @@ def read(conn: libvirt.virConnect, wait: StateWait, domain: DomainSpec) -> Domai
         code, reason = (int(value) for value in found.state())
         persistent = bool(found.isPersistent())
     except libvirt.libvirtError as e:
-        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        if errorCode(e) == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise
     state, why = stateReason(code, reason)

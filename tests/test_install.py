@@ -5,11 +5,15 @@ registered before the reactor runs.
 
 from __future__ import annotations
 
+import contextlib
+
+import libvirt
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 import libvirt_twisted
 from libvirt_twisted import EventLoopInstallError, install
+from libvirt_twisted._install import errorCode
 
 from ._harness import LOOP, requireDaemon, runPython
 
@@ -188,3 +192,23 @@ class OpenedBeforeInstallTests(TestCase):
         self.assertIn("call install() first, then open it", before)
         self.assertIn("late: open", lines)
         self.assertIn("embedded: [2, 5]", lines)  # STARTED, STOPPED
+
+
+class ErrorCodeTests(TestCase):
+    def test_aCodeResetBeforeTheExceptionWasMadeIsNotLost(self) -> None:
+        """
+        libvirt-python reads an error's code from the thread's last error when
+        it makes the exception; a libvirt call in between (a virDomainFree run
+        by the garbage collector) resets that.  The code reported stands in.
+        """
+        conn = libvirt.open("test:///default")
+        self.addCleanup(conn.close)
+        with self.assertRaises(libvirt.libvirtError) as raised:
+            conn.lookupByName("no-such-domain")
+        self.assertEqual(errorCode(raised.exception), libvirt.VIR_ERR_NO_DOMAIN)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName("no-such-domain")
+        libvirt.getVersion()  # any libvirt call resets the thread's last error
+        late = libvirt.libvirtError("made after the reset")
+        self.assertIsNone(late.get_error_code())
+        self.assertEqual(errorCode(late), libvirt.VIR_ERR_NO_DOMAIN)
