@@ -62,8 +62,10 @@ class LibvirtConnection:
     C{virConnect}, so the wrapper is a drop-in replacement for it.
 
     Callbacks: a plain callable runs inside libvirt's dispatch, as with
-    libvirt itself; a Deferred or a queue fires on a later reactor turn,
-    outside the dispatch, where its consumers may call libvirt.
+    libvirt itself (it may call libvirt, but on a remote connection each
+    call blocks the reactor for its round trip, and it must never wait for
+    something the reactor delivers); a Deferred or a queue fires on a later
+    reactor turn.
 
     Wrapping registers a close callback, and registering an event is a round
     trip on a remote connection: L{open} does both off the reactor thread,
