@@ -12,10 +12,11 @@ from the installed libvirt-python, so this module follows its version.  Event
 ids come from the C{VIR_<FAMILY>_EVENT_ID_*} constants; an event's argument
 names from the C{virConnect._dispatch<Family>Event<Stem>Callback} method that
 libvirt-python calls for it (matched to the id by name, letters and digits
-only, case ignored); code names from the constants under a prefix.  What is
-written here is which prefix names which argument, and the few ids whose
-dispatch method is not named after them.  An id that matches no dispatch
-method still decodes, its arguments named C{arg1}, C{arg2}...
+only, case ignored); code names from the constants under a prefix
+(C{_codenames.py}, which also says which prefix names which argument).  What
+is written here is the few ids whose dispatch method is not named after
+them.  An id that matches no dispatch method still decodes, its arguments
+named C{arg1}, C{arg2}...
 
 A code the installed libvirt has no name for (a daemon newer than the
 library) becomes the string C{"UNKNOWN(<number>)"}: a coded field keeps its
@@ -37,6 +38,17 @@ from typing import Any
 import libvirt
 
 from . import _families
+from ._codenames import (
+    CLOSE_REASON,
+    CODES,
+    FLAGS,
+    GRAPHICS_ADDRESS,
+    codeName,
+    domainState,
+    eventIDsOf,
+    flagNames,
+    lifecycleEvents,
+)
 
 __all__ = [
     "FAMILIES",
@@ -64,39 +76,6 @@ _DISPATCHED_AS = {
     ("node_device", "update"): "Generic",
     ("secret", "value_changed"): "Generic",
 }
-
-#: Which constants name a coded argument: (family, dispatch stem, argument) -> prefix.
-#: The domain lifecycle event and detail are found apart (L{_lifecycleEvents}).
-_CODES = {
-    ("network", "Lifecycle", "event"): "VIR_NETWORK_EVENT_",
-    ("storage_pool", "Lifecycle", "event"): "VIR_STORAGE_POOL_EVENT_",
-    ("node_device", "Lifecycle", "event"): "VIR_NODE_DEVICE_EVENT_",
-    ("secret", "Lifecycle", "event"): "VIR_SECRET_EVENT_",
-    ("domain", "Watchdog", "action"): "VIR_DOMAIN_EVENT_WATCHDOG_",
-    ("domain", "IOError", "action"): "VIR_DOMAIN_EVENT_IO_ERROR_",
-    ("domain", "IOErrorReason", "action"): "VIR_DOMAIN_EVENT_IO_ERROR_",
-    ("domain", "Graphics", "phase"): "VIR_DOMAIN_EVENT_GRAPHICS_",
-    ("domain", "BlockJob", "type"): "VIR_DOMAIN_BLOCK_JOB_TYPE_",
-    ("domain", "BlockJob", "status"): "VIR_DOMAIN_BLOCK_JOB_",
-    ("domain", "DiskChange", "reason"): "VIR_DOMAIN_EVENT_DISK_",
-    ("domain", "TrayChange", "reason"): "VIR_DOMAIN_EVENT_TRAY_CHANGE_",
-    ("domain", "AgentLifecycle", "state"): "VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_",
-    ("domain", "AgentLifecycle", "reason"): "VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_REASON_",
-    ("domain", "MetadataChange", "mtype"): "VIR_DOMAIN_METADATA_",
-    ("network", "MetadataChange", "mtype"): "VIR_NETWORK_METADATA_",
-    ("domain", "MemoryFailure", "recipient"): "VIR_DOMAIN_EVENT_MEMORY_FAILURE_RECIPIENT_",
-    ("domain", "MemoryFailure", "action"): "VIR_DOMAIN_EVENT_MEMORY_FAILURE_ACTION_",
-}
-#: Bit-mask arguments, rendered as the list of their flags' names.
-_FLAGS = {("domain", "MemoryFailure", "flags"): "VIR_DOMAIN_MEMORY_FAILURE_"}
-_GRAPHICS_ADDRESS = "VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_"
-_CLOSE_REASON = "VIR_CONNECT_CLOSE_REASON_"
-#: Other constants that share a prefix above without being its codes.
-_NOT_CODES = (
-    "VIR_DOMAIN_BLOCK_JOB_ABORT_",
-    "VIR_DOMAIN_BLOCK_JOB_INFO_",
-    "VIR_DOMAIN_BLOCK_JOB_SPEED_",
-)
 
 #: L{Event.asDict} keys that are not fields.
 _CORE = ("family", "kind", "name", "uuid", "synthetic")
@@ -153,7 +132,7 @@ def eventIDs(family: str) -> dict[str, int]:
     Event id names (lower case, e.g. C{"lifecycle"}) to libvirt's ids, for
     one family, as the installed libvirt has them.
     """
-    return dict(_eventIDs(_checkFamily(family)))
+    return dict(eventIDsOf(_checkFamily(family)))
 
 
 def allKinds() -> dict[str, tuple[str, int]]:
@@ -161,37 +140,8 @@ def allKinds() -> dict[str, tuple[str, int]]:
     return {
         f"{family}.{name}": (family, eventID)
         for family in FAMILIES
-        for name, eventID in _eventIDs(family).items()
+        for name, eventID in eventIDsOf(family).items()
     }
-
-
-def codeName(prefix: str, value: int) -> str:
-    """
-    The name, less C{prefix}, of the libvirt constant under C{prefix} that
-    equals C{value}, or C{"UNKNOWN(<value>)"}.  Constants under a longer
-    prefix this module knows are not codes of C{prefix}
-    (C{VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_*} are not graphics phases).
-    """
-    return _codes(prefix).get(value, f"UNKNOWN({value})")
-
-
-def domainState(state: int) -> str:
-    """
-    The name of a domain state (C{virDomainState}: C{RUNNING}, C{PAUSED},
-    C{SHUTOFF}...), from the one-word C{VIR_DOMAIN_*} constants.
-    """
-    return _domainStates().get(state, f"UNKNOWN({state})")
-
-
-@cache
-def _domainStates() -> dict[int, str]:
-    # VIR_DOMAIN_NONE is a flag value that shares 0 with VIR_DOMAIN_NOSTATE.
-    states = {}
-    for name, value in _constants().items():
-        match = re.fullmatch(r"VIR_DOMAIN_([A-Z]+)", name)
-        if match and match[1] != "NONE":
-            states[value] = match[1]
-    return states
 
 
 def lifecycleNames(family: str, event: int, detail: int) -> tuple[str, str]:
@@ -204,7 +154,7 @@ def lifecycleNames(family: str, event: int, detail: int) -> tuple[str, str]:
     if family == "domain":
         fields = _lifecycle(kind, event, detail)
         return fields["event"], fields["detail"]
-    prefix = _CODES[(family, "Lifecycle", "event")]
+    prefix = CODES[(family, "Lifecycle", "event")]
     return codeName(prefix, _code(kind, "event", event)), str(_code(kind, "detail", detail))
 
 
@@ -230,7 +180,7 @@ def closeReasonName(reason: int) -> str:
 
 def closeEvent(reason: int) -> Event:
     """The close callback's C{reason} as a C{"connection.close"} event."""
-    named = codeName(_CLOSE_REASON, _code("connection.close", "reason", reason))
+    named = codeName(CLOSE_REASON, _code("connection.close", "reason", reason))
     return Event("connection", "connection.close", None, None, {"reason": named})
 
 
@@ -280,7 +230,7 @@ def _decoded(
 @cache
 def _shape(family: str, eventID: int) -> tuple[str, str, tuple[str, ...] | None]:
     """An event id's kind, dispatch stem and argument names (L{None}: unknown)."""
-    ids = {value: name for name, value in _eventIDs(_checkFamily(family)).items()}
+    ids = {value: name for name, value in eventIDsOf(_checkFamily(family)).items()}
     if eventID not in ids:
         raise ValueError(f"the installed libvirt has no {family} event id {eventID!r}")
     signature = _signature(family, ids[eventID])
@@ -293,68 +243,9 @@ def _checkFamily(family: str) -> str:
     return _families.family(family).name
 
 
-@cache
-def _constants() -> dict[str, int]:
-    """The installed libvirt's integer constants, but C{*_LAST}."""
-    return {
-        name: value
-        for name, value in vars(libvirt).items()
-        if name.startswith("VIR_") and type(value) is int and not name.endswith("_LAST")
-    }
-
-
-@cache
-def _eventIDs(family: str) -> dict[str, int]:
-    prefix = _families.family(family).eventIDPrefix
-    found = {name: value for name, value in _constants().items() if name.startswith(prefix)}
-    ordered = sorted(found.items(), key=lambda item: item[1])
-    return {name[len(prefix) :].lower(): value for name, value in ordered}
-
-
-@cache
-def _nested(prefix: str) -> tuple[str, ...]:
-    """The prefixes this module knows that lie inside C{prefix}."""
-    known = {*_CODES.values(), *_FLAGS.values(), _GRAPHICS_ADDRESS, _CLOSE_REASON, *_NOT_CODES}
-    known.update(family.eventIDPrefix for family in _families.ALL)
-    return tuple(sorted(other for other in known if other.startswith(prefix) and other != prefix))
-
-
-def _under(prefix: str) -> list[str]:
-    """The constants under C{prefix} and under no longer prefix this module knows."""
-    nested = _nested(prefix)
-    return sorted(n for n in _constants() if n.startswith(prefix) and not n.startswith(nested))
-
-
-@cache
-def _codes(prefix: str) -> dict[int, str]:
-    """C{prefix}'s codes: value -> name less prefix; the first name wins a shared value."""
-    names: dict[int, str] = {}
-    for name in _under(prefix):
-        names.setdefault(_constants()[name], name[len(prefix) :])
-    return names
-
-
-@cache
-def _lifecycleEvents() -> dict[int, str]:
-    """
-    The domain lifecycle events: each C{VIR_DOMAIN_EVENT_<EVENT>} that has
-    details C{VIR_DOMAIN_EVENT_<EVENT>_*} and is not a detail itself
-    (C{SUSPENDED_POSTCOPY} has C{SUSPENDED_POSTCOPY_FAILED} after it).
-    """
-    prefix = "VIR_DOMAIN_EVENT_"
-    under = _under(prefix)
-    events: dict[int, str] = {}
-    for name in sorted(under, key=len):
-        event = name[len(prefix) :]
-        isDetail = any(event.startswith(known + "_") for known in events.values())
-        if not isDetail and any(other.startswith(name + "_") for other in under):
-            events.setdefault(_constants()[name], event)
-    return events
-
-
 def _lifecycle(kind: str, event: Any, detail: Any) -> dict[str, str]:
     """A domain lifecycle event and its detail, named."""
-    name = _lifecycleEvents().get(_code(kind, "event", event))
+    name = lifecycleEvents().get(_code(kind, "event", event))
     if name is None:
         return {"event": f"UNKNOWN({event})", "detail": f"UNKNOWN({_code(kind, 'detail', detail)})"}
     return {
@@ -412,10 +303,10 @@ def _code(kind: str, arg: str, value: Any) -> int:
 
 def _convert(kind: str, key: tuple[str, str, str], value: Any) -> Any:
     """One callback argument as JSON data, its code or flags named if it has them."""
-    if key in _CODES:
-        return codeName(_CODES[key], _code(kind, key[2], value))
-    if key in _FLAGS:
-        return _flagNames(_FLAGS[key], _code(kind, key[2], value))
+    if key in CODES:
+        return codeName(CODES[key], _code(kind, key[2], value))
+    if key in FLAGS:
+        return flagNames(FLAGS[key], _code(kind, key[2], value))
     if key[:2] == ("domain", "Graphics") and key[2] in ("localAddr", "remoteAddr"):
         return _address(value)
     if key == ("domain", "Graphics", "subject"):
@@ -423,23 +314,11 @@ def _convert(kind: str, key: tuple[str, str, str], value: Any) -> Any:
     return _safe(value)
 
 
-def _flagNames(prefix: str, value: int) -> tuple[str, ...]:
-    names: list[str] = []
-    seen = 0
-    for bit, name in sorted(_codes(prefix).items()):
-        if bit and value & bit == bit:
-            names.append(name)
-            seen |= bit
-    if value & ~seen:
-        names.append(f"UNKNOWN({value & ~seen})")
-    return tuple(names)
-
-
 def _address(value: Any) -> Any:
     """A graphics client or server address, its family by name."""
     safe = _safe(value)
     if isinstance(safe, Mapping) and type(safe.get("family")) is int:
-        return MappingProxyType({**safe, "family": codeName(_GRAPHICS_ADDRESS, safe["family"])})
+        return MappingProxyType({**safe, "family": codeName(GRAPHICS_ADDRESS, safe["family"])})
     return safe
 
 

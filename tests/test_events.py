@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from libvirt_twisted import _families, events
+from libvirt_twisted import _codenames, _families, events
 from libvirt_twisted.events import (
     FAMILIES,
     Event,
@@ -72,7 +72,7 @@ def stem(kind: str) -> str:
 def prefixesInUse() -> dict[tuple[str, str, str], str]:
     """Every coded or flag argument of an event the installed libvirt has, with its prefix."""
     present = {(kind.split(".")[0], stem(kind)) for kind in allKinds()}
-    table = {**events._CODES, **events._FLAGS}
+    table = {**_codenames.CODES, **_codenames.FLAGS}
     return {key: prefix for key, prefix in table.items() if key[:2] in present}
 
 
@@ -131,21 +131,21 @@ class IntrospectionTests(SynchronousTestCase):
                     self.assertIn(arg, names, f"{kind} has no argument {arg!r} for {prefix}")
 
     def test_codePrefixesHaveUnambiguousConstants(self) -> None:
-        lifecycle = [f"VIR_DOMAIN_EVENT_{name}_" for name in events._lifecycleEvents().values()]
+        lifecycle = [f"VIR_DOMAIN_EVENT_{name}_" for name in _codenames.lifecycleEvents().values()]
         prefixes = [
             *prefixesInUse().values(),
-            events._GRAPHICS_ADDRESS,
-            events._CLOSE_REASON,
+            _codenames.GRAPHICS_ADDRESS,
+            _codenames.CLOSE_REASON,
             *lifecycle,
         ]
         for prefix in prefixes:
-            names = events._under(prefix)
+            names = _codenames.under(prefix)
             values = [getattr(libvirt, name) for name in names]
             self.assertTrue(names, f"the installed libvirt has no constant {prefix}*")
             self.assertEqual(len(set(values)), len(values), f"{prefix}* share values: {names}")
 
     def test_lifecycleEvents(self) -> None:
-        found = events._lifecycleEvents()
+        found = _codenames.lifecycleEvents()
         self.assertLessEqual(set(LIFECYCLE_EVENTS), set(found.values()))
         for value, name in found.items():
             self.assertEqual(getattr(libvirt, f"VIR_DOMAIN_EVENT_{name}"), value)
@@ -470,7 +470,7 @@ class DecodeTests(TestCase):
         """Each coded field is its constant's name, or UNKNOWN(value)."""
         family, _ = kind.split(".")
         raw = dict(zip(names, args, strict=True))
-        codes = events._CODES.items()
+        codes = _codenames.CODES.items()
         prefixes = {arg: p for (f, s, arg), p in codes if (f, s) == (family, stem(kind))}
         if kind == "domain.lifecycle":
             prefixes = {"event": "VIR_DOMAIN_EVENT_"}
@@ -480,7 +480,7 @@ class DecodeTests(TestCase):
             named = event.fields[arg]
             if named != f"UNKNOWN({raw[arg]})":
                 self.assertEqual(getattr(libvirt, prefixes[arg] + named), raw[arg], (kind, arg))
-        for (f, s, arg), prefix in events._FLAGS.items():
+        for (f, s, arg), prefix in _codenames.FLAGS.items():
             if (f, s) == (family, stem(kind)):
                 bits = [getattr(libvirt, prefix + n, 0) for n in event.fields[arg]]
                 self.assertEqual(sum(bits) & raw[arg], sum(bits), (kind, arg))
