@@ -133,7 +133,11 @@ class LibvirtService(Service):
         self._eventLoop = eventLoop
         self._audience = Audience(self._reactor, lambda: self.connection)
         self._subscriptions = Subscriptions(
-            self.maskedURI, self._scrub, self._reactor, self._audience.event
+            self.maskedURI,
+            self._scrub,
+            self._reactor,
+            self._audience.event,
+            lambda: self.connection,
         )
         self._waiters = Waiters()
         self._attempt: Attempt | None = None
@@ -227,11 +231,6 @@ class LibvirtService(Service):
             onFinish=lambda finished: self.unsubscribe(finished, missingOK=True),
             decoded=decoded,
         )
-        connection = self.connection
-        if connection is not None:
-            self._subscriptions.registerLater(
-                connection, subscription, lambda: connection is self.connection
-            )
         return subscription.id
 
     def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
@@ -386,9 +385,7 @@ class LibvirtService(Service):
             self._drop(connection)
             raise ConnectionError("the connection closed while it was being set up")
         self.connection = connection
-        self._subscriptions.adopt(
-            connection, made.registered, snapshot, lambda: connection is self.connection
-        )
+        self._subscriptions.adopt(connection, made.registered, snapshot)
         state: State = "reconnected" if self._connections else "connected"
         self._connections += 1
         self._failures = 0

@@ -92,12 +92,19 @@ class Subscriptions:
     @param uri: the URI as logs may show it.
     @param scrub: hides the URI's password in error messages.
     @param sink: where every subscription's route hands its events.
+    @param current: the service's current connection, if any.
     """
 
     def __init__(
-        self, uri: str, scrub: Callable[[str], str], reactor: ThreadsReactor, sink: Sink
+        self,
+        uri: str,
+        scrub: Callable[[str], str],
+        reactor: ThreadsReactor,
+        sink: Sink,
+        current: Callable[[], LibvirtConnection | None],
     ) -> None:
         self._uri = uri
+        self._current = current
         self._scrub = scrub
         self._reactor = reactor
         self._sink = sink
@@ -115,7 +122,10 @@ class Subscriptions:
         onFinish: Callable[[int], None],
         decoded: bool = False,
     ) -> Subscription:
-        """Check and keep a subscription; C{onFinish(id)} when its queue finishes."""
+        """
+        Check and keep a subscription, and register it on the current
+        connection if there is one; C{onFinish(id)} when its queue finishes.
+        """
         family = _families.family(familyName)
         checkEventID(family.name, eventID)
         checkCallback(callback)
@@ -129,6 +139,9 @@ class Subscriptions:
         if isinstance(callback, EventQueue):
             subscriptionId = subscription.id
             subscription.forget = callback.registered(lambda: onFinish(subscriptionId))
+        connection = self._current()
+        if connection is not None:
+            self.registerLater(connection, subscription)
         return subscription
 
     def remove(self, subscriptionId: int, connection: LibvirtConnection | None) -> bool:
@@ -192,7 +205,6 @@ class Subscriptions:
         connection: LibvirtConnection,
         registered: Registered,
         snapshot: set[int],
-        stillCurrent: Callable[[], bool],
     ) -> None:
         """
         Make C{connection} current: keep what the attempt registered, undo
@@ -205,25 +217,20 @@ class Subscriptions:
             else:
                 _unsubscribe(connection, listenerId)
         for subscriptionId in self._all.keys() - snapshot:
-            self.registerLater(connection, self._all[subscriptionId], stillCurrent)
+            self.registerLater(connection, self._all[subscriptionId])
 
     def disown(self) -> None:
         """The current connection went: nothing is registered any more."""
         self._registered = {}
 
-    def registerLater(
-        self,
-        connection: LibvirtConnection,
-        subscription: Subscription,
-        stillCurrent: Callable[[], bool],
-    ) -> None:
+    def registerLater(self, connection: LibvirtConnection, subscription: Subscription) -> None:
         """Register a subscription made while connected, on the call pool."""
         d = deferToLibvirtPool(self._reactor, self._registerOne, connection, subscription)
 
         def registered(listenerId: int | None) -> None:
             if listenerId is None:
                 return
-            if stillCurrent() and subscription.live:
+            if connection is self._current() and subscription.live:
                 self._registered[subscription.id] = listenerId
             else:
                 _unsubscribe(connection, listenerId)
