@@ -55,11 +55,18 @@ class Audience:
         """
         if not subscription.live:
             return
-        item = (connection, *args, subscription.opaque)
-        if connection is self._current():
-            self._give(subscription, item)
-        else:
+        if connection is not self._current():
+            item = (connection, *args, subscription.opaque)
             self._held.setdefault(connection, []).append((subscription, item))
+            return
+        target = subscription.target
+        if subscription.decoded or isinstance(target, DeferredQueue):
+            self._give(subscription, (connection, *args, subscription.opaque))
+            return
+        try:  # the event path: a plain callable, called straight away
+            target(connection, *args, subscription.opaque)
+        except Exception:
+            log.failure("event callback {callback!r} raised", callback=target)
 
     def tell(
         self,

@@ -203,7 +203,12 @@ class Inventory:
         after: Record | None
         if family == "domain":
             state = domainAfter(_domainState(before), event, detail)
-            after = None if state is None else self._domain(uuid, name, state, "event")
+            if state is None:
+                after = None
+            elif before is not None and before[1:5] == (name, *state):
+                return None  # the event changed nothing the record says
+            else:
+                after = self._domain(uuid, name, state, "event")
         else:
             pool = poolAfter(_poolState(before), event)
             after = None if pool is None else self._object(family, uuid, name, pool, "event")
