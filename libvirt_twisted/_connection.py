@@ -112,13 +112,15 @@ class LibvirtConnection:
         self._onClose = onClose
         self._userClose: tuple[Callable[..., object], Any] | None = None
         self._delivery = Delivery(self._reactor)
-        self._registrations = Registrations(conn, self._deliver, self._reactor, loop)
+        uri = conn.getURI()
+        self.maskedURI = maskURI(uri)
+        self._registrations = Registrations(
+            conn, self._deliver, self._reactor, loop, self.maskedURI
+        )
         self._waiters: list[Deferred[int]] = []
         # An embedded driver never closes by itself, nor keeps a close
         # callback: libvirt-python's reference to it would never be dropped,
         # and would keep the virConnect alive for ever.
-        uri = conn.getURI()
-        self.maskedURI = maskURI(uri)
         if not isEmbedded(uri):
             conn.registerCloseCallback(CloseDispatcher(self._libvirtClosed), None)
         try:
@@ -130,7 +132,7 @@ class LibvirtConnection:
         except BaseException:
             quietly(conn.unregisterCloseCallback)
             raise
-        opened(self)
+        self._dropped = opened(self)
 
     @classmethod
     def open(
@@ -346,7 +348,7 @@ class LibvirtConnection:
         if self.state is not ConnectionState.OPEN:
             return closed
         self._moveTo(ConnectionState.CLOSING, reason)
-        closing(self)
+        closing(self, self._dropped)
         leftovers = self._registrations.shutDown()
 
         def letGo() -> None:
@@ -406,7 +408,14 @@ class LibvirtConnection:
             self._fromThreads.callFromThread(self._lost, reason)
 
     def _lost(self, reason: int) -> None:
-        self._closeDown(reason)  # its move to CLOSING is logged, with the reason
+        if self.state is ConnectionState.OPEN and self._onClose is None and self._userClose is None:
+            # Nobody asked to be told (a service asks, and logs it itself).
+            log.info(
+                "{uri}: connection lost ({reason})",
+                uri=self.maskedURI,
+                reason=closeReasonName(reason),
+            )
+        self._closeDown(reason)
 
 
 class _WrapperInThread(InThread):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -30,8 +31,10 @@ DEFAULT_THRESHOLD = 0.05
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The LibvirtConnections of this process not closed yet (held weakly).
+#: The LibvirtConnections of this process not closed yet (held weakly); pool
+#: threads add to it while the reactor thread reads it.
 _open: weakref.WeakSet[LibvirtConnection] = weakref.WeakSet()
+_lock = threading.Lock()
 
 
 def threshold(debug: bool | float | None) -> float | None:
@@ -85,18 +88,38 @@ def timed(function: F, name: str, limit: float, onReactorThread: Callable[[], bo
     return call  # type: ignore[return-value]
 
 
-def opened(connection: LibvirtConnection) -> None:
-    """Remember C{connection}, weakly, until L{closing}: for L{warnUnclosed}."""
-    _open.add(connection)
+def opened(connection: LibvirtConnection) -> weakref.finalize:  # type: ignore[type-arg]
+    """
+    Remember C{connection}, weakly, until L{closing}: for L{warnUnclosed}.
+    The finalizer returned warns if the program drops it while still open
+    (libvirt then keeps the connection, and its socket, until the process
+    ends); L{closing} disarms it.
+    """
+    with _lock:
+        _open.add(connection)
+    dropped = weakref.finalize(connection, _dropped, connection.maskedURI)
+    dropped.atexit = False
+    return dropped
 
 
-def closing(connection: LibvirtConnection) -> None:
-    _open.discard(connection)
+def closing(connection: LibvirtConnection, dropped: weakref.finalize) -> None:  # type: ignore[type-arg]
+    dropped.detach()
+    with _lock:
+        _open.discard(connection)
 
 
 def unclosed() -> list[LibvirtConnection]:
-    """The connections of this process that are still open."""
-    return list(_open)
+    """The connections of this process that are still open (and still held)."""
+    with _lock:
+        return list(_open)
+
+
+def _dropped(uri: str) -> None:
+    log.warn(
+        "a LibvirtConnection to {uri} was dropped while open: libvirt keeps the"
+        " connection (and its socket) until the process ends; close() it",
+        uri=uri,
+    )
 
 
 def warnUnclosed() -> None:

@@ -161,7 +161,8 @@ def errorCode(error: libvirt.libvirtError) -> int | None:
     The code of a C{libvirtError}.  libvirt-python reads it from libvirt's
     last error of the thread when it makes the exception, and any libvirt
     call between resets that (a C{virDomainFree} that the garbage collector
-    ran meanwhile, say); then the code this thread last reported stands in.
+    ran meanwhile, say); then the code this thread last reported stands in
+    (reported to this package's error handler: not with C{logErrors=False}).
     """
     code = error.get_error_code()
     if code is None:

@@ -55,6 +55,7 @@ class Registrations:
     @param reactor: whose call pool runs deregistrations in the background.
     @param loop: the event loop; in its debug mode, a registration or
         deregistration that blocks the reactor thread too long is logged.
+    @param uri: the connection's URI as logs may show it (password masked).
     """
 
     def __init__(
@@ -63,9 +64,11 @@ class Registrations:
         deliver: Callable[[Key, tuple[Any, ...]], None],
         reactor: ThreadsReactor,
         loop: EventLoop | None = None,
+        uri: str = "",
     ) -> None:
         self._virConnect = virConnect
         self._loop = loop
+        self._uri = uri
         self._deliver = weakref.WeakMethod(deliver)
         self._reactor = reactor
         self._registry = Registry()
@@ -103,8 +106,7 @@ class Registrations:
         loop = self._loop
         if loop is None or loop.slowCallThreshold is None:
             return function
-        uri = self._virConnect.getURI()
-        return timed(function, name, loop.slowCallThreshold, loop.onReactorThread, uri)
+        return timed(function, name, loop.slowCallThreshold, loop.onReactorThread, self._uri)
 
     def _subscribe(
         self, familyName: str, obj: Any, eventID: int, target: Target, opaque: Any

@@ -94,7 +94,16 @@ def checkURI(uri: object) -> str:
 
 #: Drivers that always run inside the program, whatever host they name:
 #: they talk to their hypervisor themselves, with no libvirt socket to watch.
-_IN_PROCESS = {"esx", "gsx", "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion"}
+_IN_PROCESS = {
+    "esx",
+    "gsx",
+    "vpx",
+    "hyperv",
+    "openvz",
+    "vmwareplayer",
+    "vmwarews",
+    "vmwarefusion",
+}
 
 
 def isEmbedded(uri: str) -> bool:

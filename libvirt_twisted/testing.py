@@ -19,11 +19,13 @@ import atexit
 import concurrent.futures
 import os
 import pwd
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -46,19 +48,39 @@ class DaemonError(RuntimeError):
 #: The name of the one thread, the harness's own, that starts every daemon.
 STARTER_THREAD = "libvirtd-starter"
 
-#: Starts every daemon: the parent-death signal that stops a daemon whose
-#: test process died is tied to the thread that started it, so that thread
-#: must live as long as the process, whichever thread asked for the daemon.
-_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=STARTER_THREAD)
+_starts: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.Queue()
+_starterLock = threading.Lock()
+_starter: threading.Thread | None = None
+
+
+def _startDaemons() -> None:
+    while True:
+        start, result = _starts.get()
+        try:
+            result.set_result(start())
+        except BaseException as e:
+            result.set_exception(e)
 
 
 def _spawn(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """C{subprocess.Popen(command, **kwargs)}, from the long-lived starter thread."""
+    """
+    C{subprocess.Popen(command, **kwargs)}, from the starter thread: the
+    parent-death signal that stops a daemon whose test process died is tied
+    to the thread that started it, so that thread is a daemon thread that
+    lives as long as the process, whichever thread asked for the daemon.
+    """
+    global _starter
+    with _starterLock:
+        if _starter is None:
+            _starter = threading.Thread(target=_startDaemons, name=STARTER_THREAD, daemon=True)
+            _starter.start()
 
     def popen() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, **kwargs)
 
-    return _spawner.submit(popen).result()
+    result: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+    _starts.put((popen, result))
+    return result.result()
 
 
 def daemonUnavailable() -> str | None:
@@ -387,7 +409,7 @@ def _stopAll() -> None:
 
 
 class _Case(Protocol):
-    """What L{checkForLeaks} needs of a test case: trial's and pyunit's have it."""
+    """What L{checkForLeaks} needs of a test case: a trial one's C{addCleanup}."""
 
     failureException: type[BaseException]
 
@@ -400,8 +422,9 @@ _HELD = ("watches", "fds", "timers")
 
 def checkForLeaks(case: _Case) -> None:
     """
-    Fail C{case}, once its own clean-ups have run, if it left a
-    C{LibvirtConnection} open, or watches or timers in the event loop that
+    Fail C{case} (a trial test case: the check's clean-up returns a
+    Deferred, which pyunit would ignore), once its own clean-ups have run,
+    if it left a C{LibvirtConnection} open, or watches or timers in the event loop that
     were not there when this was called (counted once the loop has freed
     what libvirt removed).  Call it first thing in C{setUp}, so that its
     check runs after every clean-up the test adds.

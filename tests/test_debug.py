@@ -5,6 +5,7 @@ connection never closed at shutdown) and the leak check for tests.
 
 from __future__ import annotations
 
+import gc
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import libvirt
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from libvirt_twisted import LibvirtConnection
+from libvirt_twisted import ConnectionClosedError, LibvirtConnection
 from libvirt_twisted._debug import DEFAULT_THRESHOLD, threshold
 from libvirt_twisted.testing import LeakChecks, checkForLeaks
 
@@ -37,7 +38,9 @@ class SlowCallTests(TestCase):
 
     async def test_aCallThatBlocksTheReactorIsNamed(self) -> None:
         daemon = startDaemon(self)
-        connection = LibvirtConnection(libvirt.open(daemon.testURI))
+        # A password in the URI (libvirt takes one, and ignores it, on a unix socket).
+        uri = daemon.testURI.replace("test+unix:///", "test+unix://admin:s3cret@/")
+        connection = LibvirtConnection(libvirt.open(uri))
         self.addCleanup(connection.close)
         self.patch(LOOP, "slowCallThreshold", 1e-9)  # any round trip is too long
         logged = logMessages(self)
@@ -48,6 +51,9 @@ class SlowCallTests(TestCase):
         self.assertIn("getLibVersion() blocked the reactor thread for", slow[0])
         self.assertIn("call it through inThread", slow[0])
         self.assertIn("domainEventRegisterAny()", slow[1])
+        for line in slow:
+            self.assertIn("test+unix://admin:***@/default", line)
+            self.assertNotIn("s3cret", line)
         # Off the reactor thread, nothing to say.
         await connection.inThread.getLibVersion()
         self.assertEqual(len([line for line in logged if "blocked" in line]), 2)
@@ -67,7 +73,7 @@ class UnclosedAtShutdownTests(TestCase):
             from twisted.internet import reactor
             from twisted.logger import globalLogBeginner, textFileLogObserver
             import libvirt_twisted
-            from libvirt_twisted import LibvirtConnection
+            from libvirt_twisted import ConnectionClosedError, LibvirtConnection
 
             globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
             libvirt_twisted.install(reactor, debug=True)
@@ -115,3 +121,46 @@ class LeakCheckTests(TestCase):
         with self.assertRaises(case.failureException):
             await cleanups[0]()
         await case.connection.close()
+
+
+class DroppedTests(TestCase):
+    timeout = 60
+
+    async def test_aConnectionDroppedWhileOpenIsLogged(self) -> None:
+        daemon = startDaemon(self)
+        logged = logMessages(self)
+        conn = libvirt.open(daemon.testURI)
+        self.addCleanup(conn.close)  # what libvirt-python still holds
+        connection = LibvirtConnection(conn)
+        uri = connection.maskedURI
+        closed = LibvirtConnection(libvirt.open(daemon.testURI))
+        await closed.close()
+        del connection, closed
+        gc.collect()
+        dropped = [line for line in logged if "was dropped while open" in line]
+        self.assertEqual(len(dropped), 1, logged)
+        self.assertIn(uri, dropped[0])
+
+
+class LostWithoutOwnerTests(TestCase):
+    timeout = 60
+
+    async def test_aLostConnectionNobodyAskedAboutIsLogged(self) -> None:
+        daemon = startDaemon(self)
+        logged = logMessages(self)
+        bare = LibvirtConnection(libvirt.open(daemon.testURI))
+        owned = LibvirtConnection(libvirt.open(daemon.testURI), onClose=lambda c, r: None)
+        daemon.kill()
+        await bare.whenClosed()
+        await owned.whenClosed()
+        lost = [line for line in logged if "connection lost (EOF)" in line]
+        self.assertEqual(lost, [f"{bare.maskedURI}: connection lost (EOF)"])
+
+
+class DebugClosedTests(TestCase):
+    async def test_registeringOnAClosedConnectionSaysSoInDebugMode(self) -> None:
+        connection = LibvirtConnection(libvirt.open("test:///default"))
+        await connection.close()
+        self.patch(LOOP, "slowCallThreshold", 1e-9)
+        with self.assertRaises(ConnectionClosedError):
+            connection.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, print)

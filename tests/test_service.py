@@ -364,6 +364,7 @@ class ServiceArgumentTests(SynchronousTestCase):
             ("qemu:///embed?root=/tmp/x", True),
             ("esx://esx1.example.com/?no_verify=1", True),
             ("vpx://vc/dc/host", True),
+            ("openvz:///system", True),
             ("hyperv://hv1", True),
             ("test+unix:///default?socket=/s", False),
             ("test://host/default", False),

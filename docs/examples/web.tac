@@ -5,7 +5,8 @@ A web page of a host's domains, next to a LibvirtService, in a .tac file:
 
 then http://127.0.0.1:8080/ lists the domains.  LIBVIRT_URI defaults to the
 embedded test driver, LIBVIRT_WEB_ENDPOINT to tcp:8080:interface=127.0.0.1.
-Every libvirt call runs through inThread, off the reactor thread.
+Every libvirt round trip runs through inThread, off the reactor thread (a
+domain's name is local).
 """
 
 import html
@@ -41,7 +42,8 @@ class Domains(resource.Resource):
             domains = await conn.inThread.listAllDomains()
             names = sorted(domain.name() for domain in domains)
             items = "".join(f"<li>{html.escape(name)}</li>" for name in names)
-            body = f"<html><body><h1>{html.escape(URI)}</h1><ul>{items}</ul></body></html>"
+            uri = html.escape(libvirtService.maskedURI)
+            body = f"<html><body><h1>{uri}</h1><ul>{items}</ul></body></html>"
         except Exception as e:
             request.setResponseCode(503)
             body = f"<html><body>{html.escape(str(e))}</body></html>"
