@@ -397,8 +397,9 @@ class LibvirtConnection:
         if not self._loop.onReactorThread():
             self._fromThreads.callFromThread(self._deliver, key, args)
             return
+        delivery = self._delivery
         for listener in self._registrations.listenersOf(key):
-            self._delivery.give(listener.target, (self, *args, listener.opaque))
+            delivery.give(listener.target, (self, *args, listener.opaque))
 
     def _libvirtClosed(self, reason: int) -> None:
         """libvirt's close callback: any thread, inside libvirt's dispatch."""

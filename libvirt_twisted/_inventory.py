@@ -202,18 +202,23 @@ class Inventory:
             name = before.name if before is not None else uuid
         after: Record | None
         if family == "domain":
-            state = domainAfter(_domainState(before), event, detail)
+            state = domainAfter(
+                None if before is None else DomainState(*before[2:5]), event, detail
+            )
             if state is None:
+                if before is None:
+                    return None
                 after = None
             elif before is not None and before[1:5] == (name, *state):
                 return None  # the event changed nothing the record says
             else:
-                after = self._domain(uuid, name, state, "event")
+                now = self._reactor.seconds()
+                after = DomainRecord(uuid, name, *state, now, "event")
         else:
             pool = poolAfter(_poolState(before), event)
             after = None if pool is None else self._object(family, uuid, name, pool, "event")
-        if _unchanged(before, after):
-            return None
+            if _unchanged(before, after):
+                return None
         if after is None:
             del records[uuid]
         else:
