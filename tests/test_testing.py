@@ -12,7 +12,7 @@ import threading
 import libvirt
 from twisted.trial.unittest import SynchronousTestCase
 
-from libvirt_twisted import testing
+from libvirt_twisted import _libvirtd, testing
 from libvirt_twisted.testing import DaemonError, PrivateLibvirtd
 
 from . import _harness
@@ -152,7 +152,7 @@ class RequireDaemonTests(SynchronousTestCase):
         self.assertIn("no libvirtd here", str(raised.exception))
 
     def test_unavailableExplainsWhy(self) -> None:
-        self.patch(testing, "_PATH", "/nonexistent")
+        self.patch(_libvirtd, "_PATH", "/nonexistent")
         reason = testing.daemonUnavailable()
         assert reason is not None
         self.assertIn("libvirtd is not installed", reason)
