@@ -4,7 +4,8 @@ The Twisted reactor as libvirt's event loop.
 libvirt delivers everything asynchronous (object events, keepalive, the close
 notice) through six functions registered with C{virEventRegisterImpl}.
 L{EventLoop} implements them on a reactor: fd watches become one reactor
-descriptor per fd (L{FileWatch}), timers become C{reactor.callLater} calls.
+descriptor per fd (L{Handles}), timers become C{reactor.callLater} calls
+(L{Timers}).
 
 Threads: libvirt calls the six functions from whichever thread makes an API
 call, often holding its own locks.  Ids are handed out at once under a lock;
@@ -22,36 +23,20 @@ from typing import Any
 
 import libvirt
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorFromThreads,
-)
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-from ._fdwatch import ALWAYS, READABLE, WRITABLE, FileWatch, HandleCallback, Watch
+from ._fdwatch import FileWatch, HandleCallback
+from ._handles import Handles
 from ._lostevents import LostEvents
-from ._reactor import EventLoopReactor, dropStaleEpollEntry, onReactorThread
+from ._reactor import EventLoopReactor, onReactorThread
+from ._timers import TimeoutCallback, Timer, Timers
 
-TimeoutCallback = Callable[[int, Any], None]
 FreeFunction = Callable[[Any], None]
 
 #: Watch and timer ids come from one process-wide counter: positive, never
 #: reused, whatever the number of L{EventLoop} objects.
 _ids = itertools.count(1)
-
-
-class Timer:
-    """One libvirt timer: interval in ms (-1 disabled, 0 every iteration)."""
-
-    __slots__ = ("call", "callback", "id", "interval", "live", "opaque")
-
-    def __init__(self, id: int, interval: int, callback: TimeoutCallback, opaque: Any) -> None:
-        self.id = id
-        self.interval = interval
-        self.callback = callback
-        self.opaque = opaque
-        self.live = True
-        self.call: IDelayedCall | None = None
 
 
 class EventLoop:
@@ -68,8 +53,6 @@ class EventLoop:
     @ivar slowCallThreshold: in debug mode (see L{install}), the seconds a
         libvirt call through a L{LibvirtConnection} may block the reactor
         thread before a warning names it; L{None} otherwise.
-    @ivar fired: how many timer callbacks ran (for wake-up accounting).
-    @ivar dispatched: how many watch callbacks ran.
     """
 
     log = Logger()
@@ -85,28 +68,32 @@ class EventLoop:
         self._free = free
         self._isReactorThread = isReactorThread
         self._lock = threading.Lock()
-        self._watches: dict[int, Watch] = {}
-        self._files: dict[int, FileWatch] = {}
-        self._timers: dict[int, Timer] = {}
-        self._inReactor: dict[int, FileWatch] = {}
+        self._handles = Handles(reactor, self, self._lock, self.log)
+        self._timers = Timers(reactor, self.log)
         self._dirty: set[FileWatch | Timer] = set()
         self._toFree: list[tuple[FileWatch | Timer, Any]] = []
         self._flushPending = False
         self._drainWaiters: list[Deferred[None]] = []
         self._shuttingDown = False
-        self._dispatching = False
-        self._dueNow: list[Timer] = []
         self._lostEvents = LostEvents(self._later)
         self._perThread = threading.local()
         self.slowCallThreshold: float | None = None
-        self.fired = 0
-        self.dispatched = 0
 
     def __repr__(self) -> str:
         return (
-            f"<EventLoop watches={len(self._watches)} fds={len(self._files)}"
-            f" timers={len(self._timers)} unfreed={len(self._toFree)}>"
+            f"<EventLoop watches={len(self._handles.watches)} fds={len(self._handles.files)}"
+            f" timers={len(self._timers.byId)} unfreed={len(self._toFree)}>"
         )
+
+    @property
+    def fired(self) -> int:
+        """How many timer callbacks ran (for wake-up accounting)."""
+        return self._timers.fired
+
+    @property
+    def dispatched(self) -> int:
+        """How many watch callbacks ran."""
+        return self._handles.dispatched
 
     # The six functions libvirt calls (names and signatures: libvirt-python's).
 
@@ -117,17 +104,12 @@ class EventLoop:
         if not callable(cb):
             raise TypeError(f"addHandle: callback {cb!r} is not callable")
         with self._lock:
-            fileWatch = self._files.get(fd)
-            if fileWatch is None:
-                fileWatch = self._files[fd] = FileWatch(fd, self)
-            watch = Watch(next(_ids), fileWatch, events, cb, opaque)
-            fileWatch.watches[watch.id] = watch
-            self._watches[watch.id] = watch
+            watch = self._handles.add(next(_ids), fd, events, cb, opaque)
         try:
-            self._changed(fileWatch)
+            self._changed(watch.file)
         except BaseException:
-            self._discard(watch)
-            self._syncSafely(fileWatch)
+            self._handles.discard(watch)
+            self._syncSafely(watch.file)
             raise
         return watch.id
 
@@ -135,7 +117,7 @@ class EventLoop:
         """Replace the events of C{watch}; an unknown id is ignored."""
         self._perThread.watchUpdates = getattr(self._perThread, "watchUpdates", 0) + 1
         with self._lock:
-            found = self._watches.get(watch)
+            found = self._handles.watches.get(watch)
             if found is None or found.events == events:
                 return
             found.events = events
@@ -147,10 +129,10 @@ class EventLoop:
         libvirt-python reports failure to libvirt only when this raises.
         """
         with self._lock:
-            found = self._watches.get(watch)
+            found = self._handles.watches.get(watch)
             if found is None:
                 raise KeyError(f"libvirt removed unknown watch {watch!r}")
-            self._discard(found, locked=True)
+            self._handles.discard(found, locked=True)
             self._toFree.append((found.file, found.opaque))
         self._changed(found.file, freeing=True)
         return 0
@@ -162,7 +144,7 @@ class EventLoop:
             raise TypeError(f"addTimeout: callback {cb!r} is not callable")
         with self._lock:
             timer = Timer(next(_ids), timeout, cb, opaque)
-            self._timers[timer.id] = timer
+            self._timers.byId[timer.id] = timer
         self._changed(timer)
         return timer.id
 
@@ -176,20 +158,20 @@ class EventLoop:
             self._lostEvents.seen()
             return
         with self._lock:
-            found = self._timers.get(timer)
+            found = self._timers.byId.get(timer)
             if found is None:
                 return
             found.interval = timeout
         # The hot path: libvirt updates timers on every RPC and every event.
         if self._isReactorThread():
-            self._syncTimer(found)
+            self._timers.sync(found)
         else:
             self._changed(found)
 
     def removeTimeout(self, timer: int) -> int:
         """Stop C{timer}; its free callback runs on a later reactor turn."""
         with self._lock:
-            found = self._timers.pop(timer, None)
+            found = self._timers.byId.pop(timer, None)
             if found is None:
                 raise KeyError(f"libvirt removed unknown timer {timer!r}")
             found.live = False
@@ -234,7 +216,7 @@ class EventLoop:
     def isIdle(self) -> bool:
         """Whether no watch or timer is registered and nothing awaits freeing."""
         with self._lock:
-            return not (self._watches or self._timers or self._toFree)
+            return not (self._handles.watches or self._timers.byId or self._toFree)
 
     def drain(self) -> Deferred[None]:
         """
@@ -252,9 +234,9 @@ class EventLoop:
         """Live watches, watched fds, live timers and unfreed registrations."""
         with self._lock:
             return {
-                "watches": len(self._watches),
-                "fds": len(self._files),
-                "timers": len(self._timers),
+                "watches": len(self._handles.watches),
+                "fds": len(self._handles.files),
+                "timers": len(self._timers.byId),
                 "unfreed": len(self._toFree),
             }
 
@@ -273,20 +255,6 @@ class EventLoop:
         self._flush()
 
     # Applying changes to the reactor.
-
-    def _discard(self, watch: Watch, locked: bool = False) -> None:
-        """Forget a watch (under the lock); retire its fd if it was the last."""
-        if not locked:
-            with self._lock:
-                self._discard(watch, locked=True)
-            return
-        watch.live = False
-        self._watches.pop(watch.id, None)
-        fileWatch = watch.file
-        fileWatch.watches.pop(watch.id, None)
-        if not fileWatch.watches and not fileWatch.retired:
-            fileWatch.retired = True
-            del self._files[fileWatch.fd]
 
     def _changed(self, thing: FileWatch | Timer, freeing: bool = False) -> None:
         if self._isReactorThread():
@@ -342,62 +310,9 @@ class EventLoop:
 
     def _sync(self, thing: FileWatch | Timer) -> None:
         if isinstance(thing, Timer):
-            self._syncTimer(thing)
+            self._timers.sync(thing)
         else:
-            self._syncFile(thing)
-
-    def _syncFile(self, fileWatch: FileWatch) -> None:
-        """Make the reactor's interest in an fd match its live watches."""
-        if fileWatch.retired:
-            self._takeOut(fileWatch)
-            return
-        with self._lock:
-            wanted = fileWatch.wanted()
-        reading = bool(wanted & READABLE)
-        writing = bool(wanted & WRITABLE)
-        owner = self._inReactor.get(fileWatch.fd)
-        if owner is not None and owner is not fileWatch and (reading or writing):
-            # The reactor keys descriptors by fd number: the retired one
-            # that had this number must leave before the new one arrives.
-            self._takeOut(owner)
-        if reading != fileWatch.reading:
-            if reading:
-                self.reactor.addReader(fileWatch)
-            else:
-                self.reactor.removeReader(fileWatch)
-            fileWatch.reading = reading
-        if writing != fileWatch.writing:
-            if writing:
-                self.reactor.addWriter(fileWatch)
-            else:
-                self.reactor.removeWriter(fileWatch)
-            fileWatch.writing = writing
-        if reading or writing:
-            self._inReactor[fileWatch.fd] = fileWatch
-        elif self._inReactor.get(fileWatch.fd) is fileWatch:
-            del self._inReactor[fileWatch.fd]
-
-    def _takeOut(self, fileWatch: FileWatch) -> None:
-        """
-        Take a descriptor out of the reactor, even if its fd was closed
-        meanwhile (a watch removed from another thread, then its fd closed
-        before the reactor thread got to it).
-        """
-        try:
-            if fileWatch.reading:
-                self.reactor.removeReader(fileWatch)
-            if fileWatch.writing:
-                self.reactor.removeWriter(fileWatch)
-        except OSError:
-            self.log.warn(
-                "fd {fd} was closed while the reactor still watched it; an fd"
-                " must stay open until its watch's free callback has run",
-                fd=fileWatch.fd,
-            )
-            dropStaleEpollEntry(self.reactor, fileWatch.fd)
-        fileWatch.reading = fileWatch.writing = False
-        if self._inReactor.get(fileWatch.fd) is fileWatch:
-            del self._inReactor[fileWatch.fd]
+            self._handles.sync(thing)
 
     def dispatch(self, fileWatch: FileWatch, events: int) -> None:
         """
@@ -408,28 +323,13 @@ class EventLoop:
         """
         if not events:
             return
-        with self._lock:
-            watches = tuple(fileWatch.watches.values())
-        self._dispatching = True
+        timers = self._timers
+        timers.dispatching = True
         try:
-            for watch in watches:
-                got = events & (watch.events | ALWAYS)
-                if got and watch.live:
-                    self.dispatched += 1
-                    try:
-                        watch.callback(watch.id, watch.fd, got, watch.opaque)
-                    except Exception:
-                        self.log.failure(
-                            "libvirt callback for watch {watch} on fd {fd} raised",
-                            watch=watch.id,
-                            fd=watch.fd,
-                        )
+            self._handles.call(fileWatch, events)
         finally:
-            self._dispatching = False
-        while self._dueNow:
-            timer = self._dueNow.pop(0)
-            if timer.live and timer.interval == 0 and timer.call is None:
-                self._fire(timer)
+            timers.dispatching = False
+        timers.fireDue()
 
     def lost(self, fileWatch: FileWatch, events: int) -> None:
         """
@@ -437,43 +337,12 @@ class EventLoop:
         libvirt's own loop is level-triggered, put it back next turn while
         watches remain; unless the reactor is merely shutting down.
         """
-        if self._inReactor.get(fileWatch.fd) is fileWatch:
-            del self._inReactor[fileWatch.fd]
+        self._handles.dropped(fileWatch)
         if self._shuttingDown or not events:
             return
         self.dispatch(fileWatch, events)
         if not fileWatch.retired:
             self.reactor.callLater(0, self._syncSafely, fileWatch)
-
-    def _syncTimer(self, timer: Timer) -> None:
-        """(Re)start C{timer}'s countdown on the reactor, or stop it."""
-        call = timer.call
-        if not timer.live or timer.interval < 0:
-            if call is not None and call.active():
-                call.cancel()
-            timer.call = None
-        elif timer.interval == 0 and self._dispatching:
-            if call is not None and call.active():
-                call.cancel()
-            timer.call = None
-            if timer not in self._dueNow:
-                self._dueNow.append(timer)
-        elif call is not None and call.active():
-            call.reset(timer.interval / 1000)
-        else:
-            timer.call = self.reactor.callLater(timer.interval / 1000, self._fire, timer)
-
-    def _fire(self, timer: Timer) -> None:
-        timer.call = None
-        if not timer.live or timer.interval < 0:
-            return
-        self.fired += 1
-        try:
-            timer.callback(timer.id, timer.opaque)
-        except Exception:
-            self.log.failure("libvirt callback for timer {timer} raised", timer=timer.id)
-        if timer.call is None and timer.live and timer.interval >= 0:
-            timer.call = self.reactor.callLater(timer.interval / 1000, self._fire, timer)
 
 
 def _checkInt(name: str, value: object, minimum: int | None = None) -> None:
