@@ -12,8 +12,9 @@ from ._connection import ConnectionState, LibvirtConnection
 from ._connectionstatus import ConnectionStatus
 from ._eventloop import EventLoop
 from ._install import EventLoopInstallError, NoEventLoopError, install, installed
-from ._inventory import Change, DomainRecord, Inventory, ObjectRecord
+from ._inventory import Inventory
 from ._queue import EventQueue, EventQueueFinished
+from ._records import Change, DomainRecord, ObjectRecord
 from ._registrations import ConnectionClosedError, UnknownCallbackError
 from ._service import LibvirtService, ServiceState
 from ._statewait import DomainStateTimeout, DomainUndefinedError

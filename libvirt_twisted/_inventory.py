@@ -12,84 +12,30 @@ L{Change} explained by synthesized events.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 from twisted.internet.defer import DeferredQueue
 
 from ._delivery import Delivery
-from ._lifecycle import (
-    DomainState,
-    PoolState,
-    domainAfter,
-    explainDomain,
-    explainPool,
-    poolAfter,
-)
+from ._lifecycle import DomainState, PoolState, domainAfter, poolAfter
 from ._reactor import Scheduler, resolve
+from ._records import (
+    Change,
+    DomainRecord,
+    ObjectRecord,
+    Record,
+    Source,
+    agrees,
+    explain,
+    poolStateOf,
+    unchanged,
+)
 from ._snapshot import Snapshot
 from .events import Event
 
-Source = Literal["event", "resync"]
-
 #: The families an inventory tracks.
 FAMILIES = ("domain", "network", "storage_pool")
-
-
-class DomainRecord(NamedTuple):
-    """
-    One domain.  C{state} and C{reason} are libvirt's names (C{RUNNING},
-    C{BOOTED}); C{changed} is when it last changed (the reactor's time) and
-    C{source} whether an event or a resync said so.
-    """
-
-    uuid: str
-    name: str
-    state: str
-    reason: str
-    persistent: bool
-    changed: float
-    source: Source
-
-    @property
-    def active(self) -> bool:
-        """Whether the domain runs (paused, shutting down and crashed included)."""
-        return DomainState(self.state, self.reason, self.persistent).active
-
-
-class ObjectRecord(NamedTuple):
-    """One network or storage pool (C{family} says which)."""
-
-    family: str
-    uuid: str
-    name: str
-    active: bool
-    persistent: bool
-    changed: float
-    source: Source
-
-
-Record = DomainRecord | ObjectRecord
-
-
-@dataclass(frozen=True)
-class Change:
-    """
-    One object's record changed.  C{before} or C{after} is L{None} when it
-    appeared or went.  C{events} are libvirt's event that did it, or the
-    synthesized ones that explain what a resync found (C{Event.synthetic}).
-    C{lost} is true when a resync found the change while the connection was
-    up: libvirt lost the event that should have told.
-    """
-
-    family: str
-    uuid: str
-    before: Record | None
-    after: Record | None
-    events: tuple[Event, ...]
-    source: Source
-    lost: bool = False
 
 
 Observer = Callable[[Change], object] | DeferredQueue[Change]
@@ -202,23 +148,13 @@ class Inventory:
             name = before.name if before is not None else uuid
         after: Record | None
         if family == "domain":
-            state = domainAfter(
-                None if before is None else DomainState(*before[2:5]), event, detail
-            )
-            if state is None:
-                if before is None:
-                    return None
-                after = None
-            elif before is not None and before[1:5] == (name, *state):
-                return None  # the event changed nothing the record says
-            else:
-                now = self._reactor.seconds()
-                after = DomainRecord(uuid, name, *state, now, "event")
+            changed, after = self._domainAfter(before, uuid, name, event, detail)
         else:
-            pool = poolAfter(_poolState(before), event)
+            pool = poolAfter(poolStateOf(before), event)
             after = None if pool is None else self._object(family, uuid, name, pool, "event")
-            if _unchanged(before, after):
-                return None
+            changed = not unchanged(before, after)
+        if not changed:
+            return None
         if after is None:
             del records[uuid]
         else:
@@ -228,6 +164,20 @@ class Inventory:
         change = Change(family, uuid, before, after, (explain(),), "event")
         self._tell(change)
         return change
+
+    def _domainAfter(
+        self, before: Record | None, uuid: str, name: str, event: str, detail: str
+    ) -> tuple[bool, DomainRecord | None]:
+        """
+        Whether a domain lifecycle event changes what the record says, and
+        the record after it (L{None}: the domain is gone).
+        """
+        state = domainAfter(None if before is None else DomainState(*before[2:5]), event, detail)
+        if state is None:
+            return before is not None, None
+        if before is not None and before[1:5] == (name, *state):
+            return False, None  # the event changed nothing the record says
+        return True, DomainRecord(uuid, name, *state, self._reactor.seconds(), "event")
 
     def rebuild(self, snapshot: Snapshot) -> list[Change]:
         """Start over from C{snapshot}: the changes, explained by no event."""
@@ -249,7 +199,7 @@ class Inventory:
                 continue
             records = self._records[family]
             for uuid in records.keys() | wanted.keys():
-                if not _same(records.get(uuid), wanted.get(uuid)):
+                if not agrees(records.get(uuid), wanted.get(uuid)):
                     found.append((family, uuid))
         return found
 
@@ -307,7 +257,7 @@ class Inventory:
         after: Record | None = None
         if wanted is not None:
             name, state = wanted
-            if before is not None and _same(before, wanted):
+            if before is not None and agrees(before, wanted):
                 if isinstance(before, DomainRecord) and before.reason != state.reason:
                     after = self._domain(uuid, name, state, "resync", quietly=before)
                     self._records[family][uuid] = after
@@ -318,7 +268,7 @@ class Inventory:
                 after = self._object(family, uuid, name, state, "resync")
         elif before is None:
             return None
-        events = _explain(family, uuid, before, after) if synthesize else ()
+        events = explain(family, uuid, before, after) if synthesize else ()
         return self._record(family, uuid, before, after, events, "resync", lost)
 
     def _record(
@@ -331,7 +281,7 @@ class Inventory:
         source: Source,
         lost: bool = False,
     ) -> Change | None:
-        if _unchanged(before, after):
+        if unchanged(before, after):
             return None
         if after is None:
             del self._records[family][uuid]
@@ -364,64 +314,3 @@ class Inventory:
         return ObjectRecord(
             family, uuid, name, state.active, state.persistent, self._reactor.seconds(), source
         )
-
-
-def _domainState(record: Record | None) -> DomainState | None:
-    if not isinstance(record, DomainRecord):
-        return None
-    return DomainState(record.state, record.reason, record.persistent)
-
-
-def _poolState(record: Record | None) -> PoolState | None:
-    if not isinstance(record, ObjectRecord):
-        return None
-    return PoolState(record.active, record.persistent)
-
-
-def _same(record: Record | None, wanted: Any) -> bool:
-    """Whether a record and a snapshot's (name, state) agree, as a resync compares them."""
-    if record is None or wanted is None:
-        return record is None and wanted is None
-    name, state = wanted
-    if record.name != name:
-        return False
-    if isinstance(record, DomainRecord):
-        return bool(_domainState(record).alike(state))  # type: ignore[union-attr]
-    return bool(_poolState(record) == state)
-
-
-def _unchanged(before: Record | None, after: Record | None) -> bool:
-    """Whether nothing but the time and the source differ."""
-    if before is None or after is None:
-        return before is after
-    if isinstance(before, DomainRecord) and isinstance(after, DomainRecord):
-        return (before.name, before.state, before.reason, before.persistent) == (
-            after.name,
-            after.state,
-            after.reason,
-            after.persistent,
-        )
-    if isinstance(before, ObjectRecord) and isinstance(after, ObjectRecord):
-        return (before.name, before.active, before.persistent) == (
-            after.name,
-            after.active,
-            after.persistent,
-        )
-    return False
-
-
-def _explain(
-    family: str, uuid: str, before: Record | None, after: Record | None
-) -> tuple[Event, ...]:
-    """The synthesized lifecycle events that take an object from C{before} to C{after}."""
-    name = (after or before).name if (after or before) is not None else None  # type: ignore[union-attr]
-    kind = f"{family}.lifecycle"
-    if family == "domain":
-        return tuple(
-            Event(family, kind, name, uuid, {"event": e, "detail": d}, synthetic=True)
-            for e, d in explainDomain(_domainState(before), _domainState(after))
-        )
-    return tuple(
-        Event(family, kind, name, uuid, {"event": e, "detail": 0}, synthetic=True)
-        for e in explainPool(_poolState(before), _poolState(after))
-    )

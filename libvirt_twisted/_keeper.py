@@ -17,8 +17,9 @@ from ._audience import Audience
 from ._connection import LibvirtConnection
 from ._connectionstatus import ConnectionStatus
 from ._eventloop import EventLoop
-from ._inventory import FAMILIES, Change, Inventory
+from ._inventory import FAMILIES, Inventory
 from ._reactor import Scheduler, ThreadsReactor
+from ._records import Change
 from ._resync import Resync
 from ._subscriptions import Registered, Subscriptions
 from .events import decode, eventIDs, lifecycleNames

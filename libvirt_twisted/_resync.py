@@ -23,8 +23,9 @@ from twisted.python.failure import Failure
 
 from . import _snapshot
 from ._connection import LibvirtConnection
-from ._inventory import Change, Inventory
+from ._inventory import Inventory
 from ._reactor import Scheduler, ThreadsReactor
+from ._records import Change
 from ._threads import deferToLibvirtPool
 
 log = Logger()
