@@ -2,9 +2,10 @@
 LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
 
 The connection holds its L{Registrations} (the events registered with
-libvirt) and a L{Delivery} (how their events reach listeners); this module
-holds the rest: wrapping, forwarding, the close callback, and the one way
-from open to closed.
+libvirt), a L{Delivery} (how their events reach listeners) and its
+L{CloseListeners} (who hears that it closed); this module holds the rest:
+wrapping, forwarding, event registration, and the one way from open to
+closed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import libvirt
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from ._closelisteners import CloseListeners
 from ._debug import closing, opened, timed
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
@@ -101,23 +103,19 @@ class LibvirtConnection:
             raise NoEventLoopError(
                 "call libvirt_twisted.install() before opening the connection to wrap"
             )
-        if onClose is not None and not (callable(onClose) or isinstance(onClose, Deferred)):
-            raise TypeError(f"onClose must be a callable or a Deferred, not {onClose!r}")
+        self._closeListeners: CloseListeners[LibvirtConnection] = CloseListeners(onClose)
         self.virConnect = conn
         self.state = ConnectionState.OPEN
         self.closeReason: int | None = None
         self._reactor = resolve(reactor)
         self._fromThreads = fromThreads(self._reactor)
         self._loop = loop
-        self._onClose = onClose
-        self._userClose: tuple[Callable[..., object], Any] | None = None
         self._delivery = Delivery(self._reactor)
         uri = conn.getURI()
         self.maskedURI = maskURI(uri)
         self._registrations = Registrations(
             conn, self._deliver, self._reactor, loop, self.maskedURI
         )
-        self._waiters: list[Deferred[int]] = []
         # An embedded driver never closes by itself, nor keeps a close
         # callback: libvirt-python's reference to it would never be dropped,
         # and would keep the virConnect alive for ever.
@@ -270,17 +268,11 @@ class LibvirtConnection:
         Like virConnect's: one close callback, called C{(connection, reason,
         opaque)} once the connection closed, after the teardown.
         """
-        if not callable(cb):
-            raise TypeError(f"close callback {cb!r} is not callable")
-        if self._userClose is not None:
-            raise ValueError("a close callback is already registered on this connection")
-        self._userClose = (cb, opaque)
+        self._closeListeners.register(cb, opaque)
         return 0
 
     def unregisterCloseCallback(self) -> None:
-        if self._userClose is None:
-            raise ValueError("no close callback is registered on this connection")
-        self._userClose = None
+        self._closeListeners.unregister()
 
     # Lifetime.
 
@@ -299,9 +291,7 @@ class LibvirtConnection:
         """
         if self.closeReason is not None:
             return succeed(self.closeReason)
-        waiter: Deferred[int] = Deferred(lambda d: self._waiters.remove(d))
-        self._waiters.append(waiter)
-        return waiter
+        return self._closeListeners.wait()
 
     def whenDomainState(
         self, domain: DomainSpec, states: str | Iterable[str], timeout: float | None = None
@@ -369,17 +359,7 @@ class LibvirtConnection:
         """Tell everyone who asked that the connection is closed."""
         self.closeReason = reason
         self._moveTo(ConnectionState.CLOSED, reason)
-        onClose, self._onClose = self._onClose, None
-        userClose, self._userClose = self._userClose, None
-        if isinstance(onClose, Deferred):
-            onClose.callback(reason)
-        elif onClose is not None:
-            _safely(onClose, self, reason)
-        if userClose is not None:
-            _safely(userClose[0], self, reason, userClose[1])
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(reason)
+        self._closeListeners.tell(self, reason)
 
     def _moveTo(self, state: ConnectionState, reason: int) -> None:
         log.debug(
@@ -409,7 +389,7 @@ class LibvirtConnection:
             self._fromThreads.callFromThread(self._lost, reason)
 
     def _lost(self, reason: int) -> None:
-        if self.state is ConnectionState.OPEN and self._onClose is None and self._userClose is None:
+        if self.state is ConnectionState.OPEN and not self._closeListeners.asked:
             # Nobody asked to be told (a service asks, and logs it itself).
             log.info(
                 "{uri}: connection lost ({reason})",
@@ -430,10 +410,3 @@ class _WrapperInThread(InThread):
             method: Callable[..., Deferred[Any]] = getattr(self._target, name)
             return method
         return super().__getattr__(name)
-
-
-def _safely(function: Callable[..., object], *args: Any) -> None:
-    try:
-        function(*args)
-    except Exception:
-        log.failure("close callback {callback!r} raised", callback=function)
