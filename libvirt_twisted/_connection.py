@@ -3,9 +3,9 @@ LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
 
 The connection holds its L{Registrations} (the events registered with
 libvirt), a L{Delivery} (how their events reach listeners) and its
-L{CloseListeners} (who hears that it closed); this module holds the rest:
-wrapping, forwarding, event registration, and the one way from open to
-closed.
+L{CloseListeners} (who hears that it closed), and its event methods come
+from L{EventMethods}.  This module holds the rest: wrapping, forwarding,
+and the one way from open to closed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ._closelisteners import CloseListeners
 from ._debug import closing, opened, timed
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
+from ._eventmethods import EventMethods
 from ._install import NoEventLoopError, checkWatched, errorsExpected, installed
 from ._reactor import ThreadsReactor, fromThreads, resolve
 from ._registrations import ConnectionClosedError, Registrations, quietly
@@ -53,7 +54,7 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class LibvirtConnection:
+class LibvirtConnection(EventMethods):
     """
     Wraps an open C{libvirt.virConnect} (opened after L{install}): callbacks
     become Deferreds and queues, every event registration made through it is
@@ -166,102 +167,6 @@ class LibvirtConnection:
         if limit is not None and callable(attribute):
             return timed(attribute, name, limit, self._loop.onReactorThread, self.maskedURI)
         return attribute
-
-    # Event registrations, with virConnect's names and signatures.  Each
-    # returns an id of the wrapper's (several listeners may share one
-    # libvirt registration) for the matching deregistration.
-
-    def domainEventRegisterAny(
-        self, dom: libvirt.virDomain | None, eventID: int, cb: Target, opaque: Any = None
-    ) -> int:
-        return self._registrations.subscribe("domain", dom, eventID, cb, opaque)
-
-    def networkEventRegisterAny(
-        self, net: libvirt.virNetwork | None, eventID: int, cb: Target, opaque: Any = None
-    ) -> int:
-        return self._registrations.subscribe("network", net, eventID, cb, opaque)
-
-    def storagePoolEventRegisterAny(
-        self, pool: libvirt.virStoragePool | None, eventID: int, cb: Target, opaque: Any = None
-    ) -> int:
-        return self._registrations.subscribe("storage_pool", pool, eventID, cb, opaque)
-
-    def nodeDeviceEventRegisterAny(
-        self, dev: libvirt.virNodeDevice | None, eventID: int, cb: Target, opaque: Any = None
-    ) -> int:
-        return self._registrations.subscribe("node_device", dev, eventID, cb, opaque)
-
-    def secretEventRegisterAny(
-        self, secret: libvirt.virSecret | None, eventID: int, cb: Target, opaque: Any = None
-    ) -> int:
-        return self._registrations.subscribe("secret", secret, eventID, cb, opaque)
-
-    def domainEventDeregisterAny(self, callbackID: int) -> None:
-        self._registrations.unsubscribe("domain", callbackID)
-
-    def networkEventDeregisterAny(self, callbackID: int) -> None:
-        self._registrations.unsubscribe("network", callbackID)
-
-    def storagePoolEventDeregisterAny(self, callbackID: int) -> None:
-        self._registrations.unsubscribe("storage_pool", callbackID)
-
-    def nodeDeviceEventDeregisterAny(self, callbackID: int) -> None:
-        self._registrations.unsubscribe("node_device", callbackID)
-
-    def secretEventDeregisterAny(self, callbackID: int) -> None:
-        self._registrations.unsubscribe("secret", callbackID)
-
-    def subscribe(
-        self, family: str, eventID: int, callback: Target, opaque: Any = None, obj: Any = None
-    ) -> int:
-        """
-        The generic form of the C{*EventRegisterAny} methods: C{family} is
-        one of C{domain}, C{network}, C{storage_pool}, C{node_device},
-        C{secret}; C{obj}, an object of that family, limits the events to
-        it.  Any thread; a round trip when the first of its event and
-        object.  Returns the id that L{unsubscribe} takes.
-        """
-        return self._registrations.subscribe(family, obj, eventID, callback, opaque)
-
-    def unsubscribe(self, callbackID: int) -> Deferred[None]:
-        """
-        Deregister a callback of any family, without blocking: from now on
-        it receives nothing, and if it was the last of its event and object,
-        libvirt is told on the call pool.  The Deferred fires once that is
-        done (at once if nothing needed telling); a refusal is logged.
-
-        @raise UnknownCallbackError: no callback has that id here (a closed
-            connection has none).
-        """
-        return self._registrations.unsubscribe(None, callbackID, background=True)
-
-    def tracked(self) -> list[tuple[str, int, int]]:
-        """
-        Every live registration made through the wrapper: (family, event id,
-        id), from the moment its round trip to libvirt starts.
-        """
-        return self._registrations.tracked()
-
-    def deregisterCallbacks(self) -> None:
-        """
-        Deregister everything registered through the *EventRegisterAny
-        methods.  Should libvirt refuse some, the rest still go, and the
-        first refusal is raised.
-        """
-        self._registrations.deregisterAll()
-
-    def domainEventRegister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventRegister():"
-            " pass onDomainChange to receive lifecycle events, or use"
-            " domainEventRegisterAny()"
-        )
-
-    def domainEventDeregister(self, *args: object) -> None:
-        raise NotImplementedError(
-            "LibvirtConnection does not support the legacy domainEventDeregister():"
-            " lifecycle callbacks come through onDomainChange"
-        )
 
     def registerCloseCallback(self, cb: Callable[..., object], opaque: Any = None) -> int:
         """
