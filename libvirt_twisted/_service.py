@@ -19,14 +19,7 @@ from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    DeferredQueue,
-    fail,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +35,7 @@ from ._inventory import Inventory
 from ._keeper import InventoryKeeper
 from ._reactor import Scheduler, ThreadsReactor, resolve
 from ._statewait import DomainSpec, checkStates, waitAcross
+from ._stopping import Closings, Stop
 from ._subscriptions import Subscriptions
 from ._threads import deferToLibvirtPool
 from ._uri import checkURI, maskURI, openURI, scrubber, scrubFailure
@@ -144,8 +138,8 @@ class LibvirtService(Service):
         self._retry: IDelayedCall | None = None
         self._failures = 0
         self._connections = 0
-        self._closings: set[Deferred[int]] = set()
-        self._stopWaiters: list[Deferred[None]] = []
+        self._closings = Closings()
+        self._stop: Stop | None = None
         self.inventory: Inventory | None = None
         self._keeper: InventoryKeeper | None = None
         if inventory:
@@ -293,9 +287,8 @@ class LibvirtService(Service):
         that is not running, at once.
         """
         if self.state is ServiceState.STOPPING:
-            again: Deferred[None] = Deferred()
-            self._stopWaiters.append(again)
-            return again
+            assert self._stop is not None
+            return self._stop.join()
         if self.state in (ServiceState.IDLE, ServiceState.STOPPED):
             return succeed(None)
         super().stopService()  # type: ignore[no-untyped-call]
@@ -309,41 +302,25 @@ class LibvirtService(Service):
         if self._keeper is not None:
             self._keeper.stop()
         if connection is not None:
-            self._closeLater(connection)
+            self._closings.close(connection)
         log.info("libvirt service for {uri} stopping", uri=self.maskedURI)
         self._tell(ConnectionStatus("stopped", self.maskedURI))
         attempt = self._attempt
         if attempt is not None:
             attempt.abandoned = True
-        self._stopWaiters = [Deferred()]
-        self._waitUntilStopped(attempt, self._stopWaiters)
-        return self._stopWaiters[0]
-
-    def _waitUntilStopped(self, attempt: Attempt | None, waiting: list[Deferred[None]]) -> None:
-        """
-        Once the attempt under way (if any) is over or given up, every close
-        done and libvirt's removals freed: stopped, for those C{waiting}.
-        """
-
-        def waitForCloses(_: object) -> Deferred[Any]:
-            loop = self._loop()
-            assert loop is not None
-            return DeferredList(list(self._closings)).addCallback(lambda _: loop.drain())
-
-        def done(_: object) -> None:
-            # Restarted and stopped again meanwhile: that stop says when.
-            if self.state is ServiceState.STOPPING and self._stopWaiters is waiting:
-                self._moveTo(ServiceState.STOPPED)
-            log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
-            for each in waiting:
-                each.callback(None)
-
-        over = (
-            attempt.endedOrAfter(self._clock, self._stopTimeout, self.maskedURI)
-            if attempt
-            else succeed(None)
+        stop = self._stop = Stop(self.maskedURI)
+        stopped = stop.join()
+        stop.waitFor(
+            attempt, self._clock, self._stopTimeout, self._closings, self._loop, self._over
         )
-        over.addBoth(waitForCloses).addBoth(done)
+        return stopped
+
+    def _over(self, stop: Stop) -> None:
+        """C{stop} is over: stopped, unless restarted meanwhile."""
+        # Restarted and stopped again meanwhile: that stop says when.
+        if self.state is ServiceState.STOPPING and self._stop is stop:
+            self._moveTo(ServiceState.STOPPED)
+        log.info("libvirt service for {uri} stopped", uri=self.maskedURI)
 
     # Connecting, off the reactor thread.
 
@@ -458,18 +435,7 @@ class LibvirtService(Service):
     def _drop(self, connection: LibvirtConnection) -> None:
         """Close a connection that never became current, and drop what it held."""
         self._audience.forget(connection)
-        self._closeLater(connection)
-
-    def _closeLater(self, connection: LibvirtConnection) -> None:
-        """Close C{connection}; L{stopService} waits for it."""
-        closing = connection.close()
-        self._closings.add(closing)
-
-        def closed(result: object) -> object:
-            self._closings.discard(closing)
-            return result
-
-        closing.addBoth(closed)
+        self._closings.close(connection)
 
 
 def _checkArguments(retryPolicy: object, stopTimeout: object, resync: object) -> None:
