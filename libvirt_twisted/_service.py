@@ -8,7 +8,8 @@ notice); when the connection is lost it reconnects with backoff and registers
 them again, telling observers (and queue subscribers, in-band) of the gap.
 
 Its life is a L{ServiceState}; it uses nothing of L{LibvirtConnection} but
-its public methods.
+its public methods.  Its event methods (subscribe, watch, observers) come
+from L{ServiceEvents}, and how it stops is L{Stop}'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,18 +29,18 @@ from ._attempt import Attempt, Connector, Opener, SetUp, Waiters, setUp
 from ._audience import Audience
 from ._connection import ConnectionState, LibvirtConnection
 from ._connectionstatus import ConnectionStatus, State
-from ._delivery import Target
 from ._eventloop import EventLoop
 from ._install import installed
 from ._inventory import Inventory
 from ._keeper import InventoryKeeper
 from ._reactor import Scheduler, ThreadsReactor, resolve
+from ._serviceevents import ServiceEvents
 from ._statewait import DomainSpec, checkStates, waitAcross
 from ._stopping import Closings, Stop
 from ._subscriptions import Subscriptions
 from ._threads import deferToLibvirtPool
 from ._uri import checkURI, maskURI, openURI, scrubber, scrubFailure
-from .events import Event, allKinds, closeReasonName
+from .events import closeReasonName
 
 log = Logger()
 
@@ -61,7 +62,7 @@ class ServiceState(enum.Enum):
     STOPPED = "stopped"
 
 
-class LibvirtService(Service):
+class LibvirtService(ServiceEvents, Service):
     """
     A long-lived libvirt connection as a Twisted service.
 
@@ -166,78 +167,7 @@ class LibvirtService(Service):
         """
         return self._keeper.lostEvents if self._keeper is not None else 0
 
-    # Subscriptions: kept across reconnections.
-
-    def subscribe(
-        self,
-        family: str,
-        eventID: int,
-        callback: Target,
-        opaque: Any = None,
-        objectFilter: str | None = None,
-    ) -> int:
-        """
-        Receive C{family} events with C{eventID} on every connection the
-        service makes, as the wrapper's C{*EventRegisterAny} would deliver
-        them; C{objectFilter} (a UUID, or a node device name) limits them to
-        one object.  A queue also receives a L{ConnectionStatus} whenever the
-        connection goes and comes back, and when the service stops; an
-        L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
-        L{unsubscribe}.
-        """
-        return self._subscribe(family, eventID, callback, opaque, objectFilter, False)
-
-    def watch(
-        self,
-        kind: str,
-        callback: Callable[[Event], object] | DeferredQueue[Any],
-        objectFilter: str | None = None,
-    ) -> int:
-        """
-        Receive every event of C{kind} (C{domain.lifecycle}...) as one
-        decoded L{Event}, on every connection the service makes.  With an
-        inventory, the synthesized events that explain what changed unseen
-        (C{event.synthetic}) come too, after the connection's status and
-        before its own events.  A queue also receives every
-        L{ConnectionStatus}.  Returns an id for L{unsubscribe}.
-        """
-        known = allKinds()
-        if kind not in known:
-            raise ValueError(f"unknown event kind {kind!r}; allKinds() lists this libvirt's")
-        family, eventID = known[kind]
-        return self._subscribe(family, eventID, callback, None, objectFilter, True)
-
-    def _subscribe(
-        self,
-        family: str,
-        eventID: int,
-        callback: Target,
-        opaque: Any,
-        objectFilter: str | None,
-        decoded: bool,
-    ) -> int:
-        subscription = self._subscriptions.add(
-            family,
-            eventID,
-            callback,
-            opaque,
-            objectFilter,
-            onFinish=lambda finished: self.unsubscribe(finished, missingOK=True),
-            decoded=decoded,
-        )
-        return subscription.id
-
-    def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
-        """Stop a subscription made with L{subscribe}."""
-        if not self._subscriptions.remove(subscriptionId, self.connection) and not missingOK:
-            raise ValueError(f"no subscription {subscriptionId!r} on {self!r}")
-
-    def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
-        """Call C{observer} with a L{ConnectionStatus} on every change."""
-        self._audience.addObserver(observer)
-
-    def removeObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
-        self._audience.removeObserver(observer)
+    # Connections.
 
     def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[LibvirtConnection]:
         """

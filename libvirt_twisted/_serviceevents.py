@@ -1,0 +1,101 @@
+"""
+A LibvirtService's event methods: its subscriptions (L{ServiceEvents.subscribe}
+with the wrapper's arguments, L{ServiceEvents.watch} by kind, decoded), kept
+across its connections, and the observers of its connection's changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import DeferredQueue
+
+from ._audience import Audience
+from ._connection import LibvirtConnection
+from ._connectionstatus import ConnectionStatus
+from ._delivery import Target
+from ._subscriptions import Subscriptions
+from .events import Event, allKinds
+
+
+class ServiceEvents:
+    """
+    The event methods of L{LibvirtService}: what it keeps subscribed is
+    its L{Subscriptions}, who hears of its changes its L{Audience}.
+    """
+
+    connection: LibvirtConnection | None
+    _subscriptions: Subscriptions
+    _audience: Audience
+
+    def subscribe(
+        self,
+        family: str,
+        eventID: int,
+        callback: Target,
+        opaque: Any = None,
+        objectFilter: str | None = None,
+    ) -> int:
+        """
+        Receive C{family} events with C{eventID} on every connection the
+        service makes, as the wrapper's C{*EventRegisterAny} would deliver
+        them; C{objectFilter} (a UUID, or a node device name) limits them to
+        one object.  A queue also receives a L{ConnectionStatus} whenever the
+        connection goes and comes back, and when the service stops; an
+        L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
+        L{unsubscribe}.
+        """
+        return self._subscribe(family, eventID, callback, opaque, objectFilter, False)
+
+    def watch(
+        self,
+        kind: str,
+        callback: Callable[[Event], object] | DeferredQueue[Any],
+        objectFilter: str | None = None,
+    ) -> int:
+        """
+        Receive every event of C{kind} (C{domain.lifecycle}...) as one
+        decoded L{Event}, on every connection the service makes.  With an
+        inventory, the synthesized events that explain what changed unseen
+        (C{event.synthetic}) come too, after the connection's status and
+        before its own events.  A queue also receives every
+        L{ConnectionStatus}.  Returns an id for L{unsubscribe}.
+        """
+        known = allKinds()
+        if kind not in known:
+            raise ValueError(f"unknown event kind {kind!r}; allKinds() lists this libvirt's")
+        family, eventID = known[kind]
+        return self._subscribe(family, eventID, callback, None, objectFilter, True)
+
+    def _subscribe(
+        self,
+        family: str,
+        eventID: int,
+        callback: Target,
+        opaque: Any,
+        objectFilter: str | None,
+        decoded: bool,
+    ) -> int:
+        subscription = self._subscriptions.add(
+            family,
+            eventID,
+            callback,
+            opaque,
+            objectFilter,
+            onFinish=lambda finished: self.unsubscribe(finished, missingOK=True),
+            decoded=decoded,
+        )
+        return subscription.id
+
+    def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
+        """Stop a subscription made with L{subscribe}."""
+        if not self._subscriptions.remove(subscriptionId, self.connection) and not missingOK:
+            raise ValueError(f"no subscription {subscriptionId!r} on {self!r}")
+
+    def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
+        """Call C{observer} with a L{ConnectionStatus} on every change."""
+        self._audience.addObserver(observer)
+
+    def removeObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
+        self._audience.removeObserver(observer)
