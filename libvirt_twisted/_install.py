@@ -58,7 +58,6 @@ def install(
     @raise EventLoopInstallError: libvirt accepts one event loop per process,
         and it is already another reactor or another implementation.
     """
-    global _installed
     limit = threshold(debug)
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -77,22 +76,40 @@ def install(
                 f" process, so call install() once, with the reactor the program"
                 f" runs, and open connections after it"
             )
-        _refuseForeignLoop()
-        loop = EventLoop(reactor)
-        try:
-            libvirt.virEventRegisterImpl(
-                loop.addHandle,
-                loop.updateHandle,
-                loop.removeHandle,
-                loop.addTimeout,
-                loop.updateTimeout,
-                loop.removeTimeout,
-            )
-        except RuntimeError as e:
-            raise _foreign(str(e)) from e
-        _installed = loop
-        if logErrors:
-            libvirt.registerErrorHandler(_logLibvirtError, None)
+        loop = _register(reactor, logErrors)
+    _addShutdownTriggers(loop, reactor)
+    _debugging(loop, limit, reactor)
+    log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
+    return loop
+
+
+def _register(reactor: EventLoopReactor, logErrors: bool) -> EventLoop:
+    """
+    Make a new event loop on C{reactor} libvirt's, and the installed one
+    (under the lock); refuse if libvirt already has another.
+    """
+    global _installed
+    _refuseForeignLoop()
+    loop = EventLoop(reactor)
+    try:
+        libvirt.virEventRegisterImpl(
+            loop.addHandle,
+            loop.updateHandle,
+            loop.removeHandle,
+            loop.addTimeout,
+            loop.updateTimeout,
+            loop.removeTimeout,
+        )
+    except RuntimeError as e:
+        raise _foreign(str(e)) from e
+    _installed = loop
+    if logErrors:
+        libvirt.registerErrorHandler(_logLibvirtError, None)
+    return loop
+
+
+def _addShutdownTriggers(loop: EventLoop, reactor: object) -> None:
+    """Tell the loop when the reactor shuts down, if the reactor says."""
     addTrigger = getattr(reactor, "addSystemEventTrigger", None)
     if addTrigger is not None:
         # Shutting down drops every descriptor: libvirt must not hear of
@@ -100,9 +117,6 @@ def install(
         # over, run the free callbacks that are still due, from a clean stack.
         addTrigger("before", "shutdown", loop.shuttingDown)
         addTrigger("during", "shutdown", loop.shutDown)
-    _debugging(loop, limit, reactor)
-    log.info("libvirt event loop now runs on {reactor}", reactor=reactor)
-    return loop
 
 
 def _debugging(loop: EventLoop, limit: float | None, reactor: object) -> None:

@@ -144,17 +144,24 @@ class LibvirtService(ServiceEvents, Service):
         self.inventory: Inventory | None = None
         self._keeper: InventoryKeeper | None = None
         if inventory:
-            self.inventory = Inventory(self._clock)
-            self._keeper = InventoryKeeper(
-                self.inventory,
-                self.maskedURI,
-                resync,
-                self._subscriptions,
-                self._audience,
-                lambda: self.connection,
-                self._reactor,
-                self._clock,
-            )
+            self._keepInventory(resync)
+
+    def _keepInventory(self, resync: float | None) -> None:
+        """
+        Keep an L{Inventory} of the host, fed by the lifecycle subscriptions
+        its keeper makes now, before any of the service's users can.
+        """
+        self.inventory = Inventory(self._clock)
+        self._keeper = InventoryKeeper(
+            self.inventory,
+            self.maskedURI,
+            resync,
+            self._subscriptions,
+            self._audience,
+            lambda: self.connection,
+            self._reactor,
+            self._clock,
+        )
 
     def __repr__(self) -> str:
         return f"<LibvirtService {self.maskedURI} {self.state.value}>"
