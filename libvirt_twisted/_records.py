@@ -130,6 +130,6 @@ def explain(
             for e, d in explainDomain(domainStateOf(before), domainStateOf(after))
         )
     return tuple(
-        Event(family, kind, name, uuid, {"event": e, "detail": 0}, synthetic=True)
+        Event(family, kind, name, uuid, {"event": e, "detail": "0"}, synthetic=True)
         for e in explainPool(poolStateOf(before), poolStateOf(after))
     )

@@ -307,6 +307,10 @@ def _convert(kind: str, key: tuple[str, str, str], value: Any) -> Any:
         return codeName(CODES[key], _code(kind, key[2], value))
     if key in FLAGS:
         return flagNames(FLAGS[key], _code(kind, key[2], value))
+    if key[1:] == ("Lifecycle", "detail"):
+        # Only domains name their details; the others' are numbers, given as
+        # strings so that "detail" has one JSON type in every record.
+        return str(_code(kind, key[2], value))
     if key[:2] == ("domain", "Graphics") and key[2] in ("localAddr", "remoteAddr"):
         return _address(value)
     if key == ("domain", "Graphics", "subject"):

@@ -328,7 +328,7 @@ class DecodeTests(TestCase):
             self.assertEqual(decoded.uuid, obj.UUIDString() if uuid else None)
             prefix = f"VIR_{family.upper()}_EVENT_"
             self.assertEqual(getattr(libvirt, prefix + decoded.fields["event"]), event)
-            self.assertEqual(decoded.fields["detail"], 3)
+            self.assertEqual(decoded.fields["detail"], "3")
 
     def test_secretWithoutUsage(self) -> None:
         secret = FakeSecret("d5a3d6c4-0c2c-4c56-9a43-16fbbc7a0d1e", None)
@@ -563,7 +563,7 @@ class EndToEndTests(TestCase):
                     "name": "events-net",
                     "uuid": network.UUIDString(),
                     "event": event,
-                    "detail": 0,
+                    "detail": "0",
                 }
                 for event in ["DEFINED", "STARTED", "STOPPED", "UNDEFINED"]
             ],
@@ -604,7 +604,9 @@ class EndToEndTests(TestCase):
         self.assertEqual(
             decoded,
             [
-                Event("node_device", "node_device.lifecycle", name, None, {"event": e, "detail": 0})
+                Event(
+                    "node_device", "node_device.lifecycle", name, None, {"event": e, "detail": "0"}
+                )
                 for e in ["CREATED", "DELETED"]
             ],
         )

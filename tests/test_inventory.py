@@ -224,6 +224,17 @@ class InventoryTests(SynchronousTestCase):
         # A reason alone is updated without a change to tell.
         self.assertEqual(self.inventory.domains["same"].reason, "UNPAUSED")
 
+    def test_aNetworkExplanationHasTheLiveEventsShape(self) -> None:
+        """Synthesized network events carry C{detail} as a string, as libvirt's decoded ones."""
+        self.inventory.rebuild(snapshot({}, {}))
+        (change,) = self.inventory.reconcile(
+            snapshot({}, {"n1": ("net", PoolState(True, True))}), lost=False
+        )
+        self.assertEqual(
+            [dict(e.fields) for e in change.events],
+            [{"event": "DEFINED", "detail": "0"}, {"event": "STARTED", "detail": "0"}],
+        )
+
     def test_differencesComparesWithoutChanging(self) -> None:
         self.inventory.rebuild(snapshot({"a": ("a", DomainState("RUNNING", "BOOTED", True))}))
         other = snapshot(
