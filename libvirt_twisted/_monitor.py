@@ -5,13 +5,14 @@ event as a line of text or JSON.
 Each URI gets a L{LibvirtService} of its own, so a slow, dead or unreachable
 host never delays the others; at start and after every reconnection the
 monitor writes the connection's state and an inventory of its domains, so a
-consumer can resynchronise after a gap.
+consumer can resynchronise after a gap.  Around the hosts: the metrics and
+health endpoint, systemd's notifications, and SIGHUP's reload.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, Protocol, cast
 
 import libvirt
 from twisted.application.internet import backoffPolicy
@@ -19,20 +20,23 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.python import usage
 
-from . import events
+from ._fleet import Fleet
 from ._hostmonitor import HostMonitor
 from ._install import install
-from ._monitoroutput import Output
+from ._monitorconfig import ConfigError, HostConfig, MonitorConfig, loadConfig
+from ._monitoroptions import Options
+from ._monitoroutput import Output, OutputError, claimStandardOutput
+from ._monitorweb import MetricsEndpointError, MonitorWeb
 from ._reactor import EventLoopReactor, ThreadsReactor
 from ._service import LibvirtService
+from ._systemd import Notifier, SystemdService, watchdogInterval
 from ._threads import deferToLibvirtPool, setThreadPoolSize
-from ._uri import checkURI, maskURI
+from ._uri import maskURI
+
+__all__ = ["Options", "makeService"]
 
 log = Logger()
-
-DEFAULT_URI = "test:///default"
 
 
 class MonitorReactor(ThreadsReactor, EventLoopReactor, Protocol):
@@ -44,69 +48,12 @@ class MonitorReactor(ThreadsReactor, EventLoopReactor, Protocol):
     def seconds(self) -> float: ...
 
 
-class Options(usage.Options):
-    """The monitor's command line."""
+#: What a host's connection depends on: the reload keeps a host whose key stays.
+HostKey = tuple[HostConfig, float, float, "float | None"]
 
-    synopsis = "[options]"
-    longdesc = (
-        "Watch libvirt hypervisors and write every event, one per line, as text"
-        " or JSON. Every URI is watched on its own connection, reconnected with"
-        " backoff when lost."
-    )
-    optFlags: ClassVar[list[list[str | None]]] = [
-        ["read-only", None, "Open the connections read-only."],
-        ["demo", None, "Start and stop test domains on test:// URIs, to see events."],
-    ]
-    optParameters: ClassVar[list[list[str | None]]] = [
-        ["events", None, "all", "Event kinds or families, comma-separated (see --list-events)."],
-        ["format", None, "text", "Output format: text or json (one object per line)."],
-        ["output", "o", "-", "File to append records to; - for standard output."],
-        ["keepalive", None, "5:3", "Keepalive INTERVAL:COUNT in seconds, or off."],
-        ["retry-initial", None, "1.0", "Seconds before the first reconnection attempt."],
-        ["retry-max", None, "60.0", "Longest wait between reconnection attempts, in seconds."],
-        ["stop-after", None, None, "Stop by itself after this many seconds."],
-        [
-            "resync",
-            None,
-            "60",
-            "Seconds between checks of each host's inventory against a fresh listing"
-            " (each difference is a lost event, written as a record), or off.",
-        ],
-    ]
 
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self["uris"] = []
-
-    def opt_uri(self, uri: str) -> None:
-        """A libvirt URI to watch; repeat for a fleet (default: test:///default)."""
-        self["uris"].append(checkURI(uri))
-
-    def opt_list_events(self) -> None:
-        """List the event kinds of the installed libvirt and exit."""
-        for kind in sorted(events.allKinds()):
-            print(kind)
-        raise SystemExit(0)
-
-    def parseOptions(self, options: list[str] | None = None) -> None:
-        # twistd answers a usage error with the whole help text; an operator
-        # who mistyped one option wants one line saying which.
-        try:
-            super().parseOptions(options)  # type: ignore[no-untyped-call]
-        except (usage.UsageError, ValueError, TypeError) as e:
-            raise SystemExit(f"libvirt-monitor: {e}") from None
-
-    def postOptions(self) -> None:
-        if not self["uris"]:
-            self["uris"] = [DEFAULT_URI]
-        self["kinds"] = _kinds(self["events"])
-        if self["format"] not in ("text", "json"):
-            raise usage.UsageError(f"--format must be text or json, not {self['format']!r}")
-        self["keepalive"] = _keepalive(self["keepalive"])
-        for name in ("retry-initial", "retry-max", "stop-after"):
-            if self[name] is not None:
-                self[name] = _positive(name, self[name])
-        self["resync"] = None if self["resync"] == "off" else _positive("resync", self["resync"])
+def hostKeys(config: MonitorConfig) -> list[HostKey]:
+    return [(h, config.retryInitial, config.retryMax, config.resync) for h in config.hosts]
 
 
 def makeService(options: Options) -> IService:
@@ -114,49 +61,84 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor as globalReactor
 
     reactor = cast(MonitorReactor, globalReactor)
+    config = options.config
+    stdout = claimStandardOutput() if config.output == "-" else None
+    output = Output(config.output, config.format, reactor.seconds, stdout)  # type: ignore[arg-type]
+    try:
+        output.open()
+    except OutputError as e:
+        raise SystemExit(f"libvirt-monitor: {e}") from None
+    top = MonitorService(output, reactor, options["config"], options.commandLine(), config)
+    if config.metrics is not None:
+        try:
+            MonitorWeb(reactor, config.metrics, top.fleet.hosts).setServiceParent(top)  # type: ignore[no-untyped-call]
+        except MetricsEndpointError as e:
+            output.close()
+            raise SystemExit(f"libvirt-monitor: {e}") from None
     install(reactor)
-    uris: list[str] = options["uris"]
     # Opening, keepalive and inventory calls run in threads: enough for every
     # host to hang at once without holding up the others.
-    setThreadPoolSize(max(10, 3 * len(uris)), reactor)
-    output = Output(options["output"], options["format"], reactor.seconds)
-    top = MonitorService(output, reactor)
-    initial, maxDelay = options["retry-initial"], options["retry-max"]
-    policy = backoffPolicy(initialDelay=initial, maxDelay=max(maxDelay, initial))
-    children: list[Service] = []
-    for uri in uris:
-        service = LibvirtService(
-            uri,
-            readOnly=options["read-only"],
-            keepalive=options["keepalive"],
-            retryPolicy=policy,
-            reactor=reactor,
-            inventory=True,
-            resync=options["resync"],
+    setThreadPoolSize(max(10, 3 * len(config.hosts)), reactor)
+    notifier = Notifier.fromEnvironment()
+    if notifier is not None:
+        systemd = SystemdService(
+            notifier, top.fleet.whenFirstAttempted, reactor, watchdogInterval(), top.status
         )
-        children.append(HostMonitor(service, options["kinds"], output))
+        systemd.setServiceParent(top)  # type: ignore[no-untyped-call]
     if options["demo"]:
-        children.append(_DemoDriver([u for u in uris if u.startswith("test")], reactor))
-    if options["stop-after"] is not None:
-        children.append(_StopAfter(options["stop-after"], reactor))
-    for child in children:
-        child.setServiceParent(top)  # type: ignore[no-untyped-call]
+        uris = [h.uri for h in config.hosts if h.uri.startswith("test")]
+        _DemoDriver(uris, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+    if config.stopAfter is not None:
+        _StopAfter(config.stopAfter, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
 
 
 class MonitorService(MultiService):
     """
-    The monitor's top service: the output opens before the hosts start and
-    closes after every host has stopped and written its last record.
+    The monitor's top service: the output is open before the hosts start and
+    closes after every host has stopped and written its last record.  On
+    SIGHUP it reopens the output and reloads the config file.
     """
 
-    def __init__(self, output: Output, reactor: MonitorReactor) -> None:
+    def __init__(
+        self,
+        output: Output,
+        reactor: MonitorReactor,
+        configPath: str | None,
+        commandLine: dict[str, Any],
+        config: MonitorConfig,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.output = output
+        self.config = config
         self._reactor = reactor
+        self._configPath = configPath
+        self._commandLine = commandLine
+        self.fleet = Fleet(self._makeHost)
+        self.fleet.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.fleet.apply(hostKeys(config))
+
+    def _makeHost(self, key: HostKey) -> HostMonitor:
+        host, initial, maxDelay, resync = key
+        service = LibvirtService(
+            host.uri,
+            readOnly=host.readOnly,
+            auth=host.auth(),
+            keepalive=host.keepalive,
+            retryPolicy=backoffPolicy(initialDelay=initial, maxDelay=max(maxDelay, initial)),
+            reactor=self._reactor,
+            inventory=True,
+            resync=resync,
+        )
+        return HostMonitor(service, host.kinds, self.output, self._reactor.seconds, key)
+
+    def status(self) -> str:
+        """One line for systemd's status: how many hosts, how many connected."""
+        hosts = list(self.fleet.hosts())
+        up = sum(host.connected for host in hosts)
+        return f"watching {len(hosts)} hosts, {up} connected"
 
     def startService(self) -> None:
-        self.output.open()
         super().startService()  # type: ignore[no-untyped-call]
         self._reactor.callWhenRunning(self._handleSignals)
 
@@ -164,15 +146,44 @@ class MonitorService(MultiService):
         """
         Stop on SIGTERM and SIGINT, and exit 0: asking a monitor to stop is
         not a failure.  (twistd's own handlers make the process die of the
-        signal once the reactor has stopped.)
+        signal once the reactor has stopped.)  Reload on SIGHUP.
         """
 
         def stop(signum: int, frame: object) -> None:
             log.info("{signal} received: stopping", signal=signal.Signals(signum).name)
             self._reactor.callFromThread(self._reactor.stop)
 
+        def reload(signum: int, frame: object) -> None:
+            self._reactor.callFromThread(self.reload)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def reload(self) -> Deferred[None]:
+        """
+        Read the config file again and watch its hosts: new ones connect,
+        removed ones close, unchanged ones keep their connection; reopen the
+        output (logrotate's postrotate).  An invalid config changes nothing
+        but the output's reopening, and logs one error.
+        """
+        config = self.config
+        if self._configPath is not None:
+            try:
+                config = loadConfig(self._configPath, self._commandLine)
+            except ConfigError as e:
+                log.error("reload: {error}; still watching the same hosts", error=str(e))
+        try:
+            self.output.reopen(config.output, config.format)  # type: ignore[arg-type]
+        except OutputError as e:
+            log.error(
+                "reload: {error}; still writing to {path}", error=str(e), path=self.output.path
+            )
+        if config.metrics != self.config.metrics:
+            log.warn("reload: a new --metrics endpoint takes a restart; still serving the old one")
+        self.config = config
+        log.info("reloaded: watching {count} hosts", count=len(config.hosts))
+        return self.fleet.apply(hostKeys(config))
 
     def stopService(self) -> Deferred[None]:
         stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
@@ -242,39 +253,3 @@ class _StopAfter(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         if self._call is not None and self._call.active():
             self._call.cancel()
-
-
-def _kinds(spec: str) -> list[str]:
-    known = events.allKinds()
-    if spec == "all":
-        return sorted(known)
-    chosen: list[str] = []
-    for word in (w.strip() for w in spec.split(",")):
-        matching = [k for k in known if k == word or k.startswith(word + ".")]
-        if not matching:
-            raise usage.UsageError(
-                f"unknown event kind {word!r}; --list-events shows those of this libvirt"
-            )
-        chosen.extend(k for k in sorted(matching) if k not in chosen)
-    return chosen
-
-
-def _keepalive(spec: str) -> tuple[int, int] | None:
-    if spec == "off":
-        return None
-    interval, sep, count = spec.partition(":")
-    if not (sep and interval.isdigit() and count.isdigit()) or int(interval) < 1:
-        raise usage.UsageError(
-            f"--keepalive must be INTERVAL:COUNT (seconds >= 1, count >= 0) or off, not {spec!r}"
-        )
-    return int(interval), int(count)
-
-
-def _positive(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise usage.UsageError(f"--{name} must be a number of seconds, not {value!r}") from None
-    if not number > 0 or number == float("inf"):
-        raise usage.UsageError(f"--{name} must be a positive number of seconds, not {value!r}")
-    return number

@@ -6,6 +6,7 @@ people or as JSON for log shippers.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -76,29 +77,78 @@ def _text(record: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-class Output:
-    """The records' destination, open while the monitor runs."""
+class OutputError(Exception):
+    """The output cannot be opened: the message says which file and why, in one line."""
 
-    def __init__(self, path: str, format: Format, clock: Callable[[], float]) -> None:
-        self._path = path
-        self._format = format
+
+class Output:
+    """
+    The records' destination, open while the monitor runs.  C{reopen()}
+    starts a new file at the same path (after logrotate has moved the old
+    one) or at a new one; records are written on the reactor thread only,
+    so none falls between the two files.
+
+    @param stdout: where C{-} writes; by default the process's standard
+        output as it was at start (twistd points C{sys.stdout} at its log).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        format: Format,
+        clock: Callable[[], float],
+        stdout: IO[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.format = format
         self._clock = clock
+        self._stdout = stdout
         self._stream: IO[str] | None = None
         self._writer: RecordWriter | None = None
 
     def open(self) -> None:
-        if self._path == "-":
-            # twistd points sys.stdout at its log; records go to the real one.
-            self._stream = sys.__stdout__
-        else:
-            self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-        assert self._stream is not None
-        self._writer = RecordWriter(self._stream, self._format, self._clock)
+        """Open the output; L{OutputError} if it cannot be opened or created."""
+        self._stream = self._openStream(self.path)
+        self._writer = RecordWriter(self._stream, self.format, self._clock)
+
+    def _openStream(self, path: str) -> IO[str]:
+        if path == "-":
+            stream = self._stdout or sys.__stdout__
+            assert stream is not None
+            return stream
+        try:
+            return open(path, "a", encoding="utf-8")
+        except OSError as e:
+            raise OutputError(f"--output {path}: {e.strerror or e}") from None
+
+    def reopen(self, path: str | None = None, format: Format | None = None) -> None:
+        """
+        Write from now on to C{path} (by default the same path, opened
+        afresh) in C{format}; if it cannot be opened, L{OutputError} and the
+        current file stays.
+        """
+        path = self.path if path is None else path
+        stream = self._openStream(path)
+        old, oldPath = self._stream, self.path
+        self.path, self._stream = path, stream
+        if format is not None:
+            self.format = format
+        written = self._writer.written if self._writer is not None else 0
+        self._writer = RecordWriter(stream, self.format, self._clock)
+        self._writer.written = written
+        if old is not None and old is not stream and oldPath != "-":
+            old.close()
 
     def close(self) -> None:
-        if self._stream is not None and self._path != "-":
+        if self._stream is not None and self.path != "-":
             self._stream.close()
+        self._stream = None
         self._writer = None
+
+    @property
+    def written(self) -> int:
+        """Records written so far, across reopens."""
+        return self._writer.written if self._writer is not None else 0
 
     def event(self, uri: str, event: Event) -> None:
         self._open().event(uri, event)
@@ -110,3 +160,17 @@ class Output:
         if self._writer is None:
             raise RuntimeError("the monitor's output is not open")
         return self._writer
+
+
+def claimStandardOutput() -> IO[str]:
+    """
+    Keep the process's standard output for records alone: records get a
+    private copy of it, and file descriptor 1 then points at standard error,
+    so that whatever logs to "stdout" (twistd C{-n} without C{--logfile},
+    C{twist}'s default) lands on standard error.  Call it before logging
+    begins: a service maker is run before twistd starts its log.
+    """
+    sys.stdout.flush()
+    records = os.dup(1)
+    os.dup2(2, 1)
+    return open(records, "w", encoding="utf-8", closefd=True)

@@ -122,15 +122,19 @@ def until(
 
 
 def spawnPython(
-    case: TestCase, protocol: ProcessProtocol, args: list[str], ended: Deferred[Any]
+    case: TestCase,
+    protocol: ProcessProtocol,
+    args: list[str],
+    ended: Deferred[Any],
+    env: dict[str, str] | None = None,
 ) -> IProcessTransport:
     """
-    Run this Python with C{args} and this environment, for C{protocol}; at
-    cleanup, unless C{ended} has fired, kill it and wait for C{ended}
-    (whose failure, a killed process's, is expected).
+    Run this Python with C{args} and this environment (and C{env}), for
+    C{protocol}; at cleanup, unless C{ended} has fired, kill it and wait for
+    C{ended} (whose failure, a killed process's, is expected).
     """
     transport = reactor.spawnProcess(
-        protocol, sys.executable, [sys.executable, *args], env=dict(os.environ)
+        protocol, sys.executable, [sys.executable, *args], env={**os.environ, **(env or {})}
     )
 
     def stop() -> Deferred[Any] | None:

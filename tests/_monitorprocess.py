@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from ._harness import spawnPython
 
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.exit(run())"
 TWIST = "import sys; from twisted.application.twist._twist import Twist; Twist.main()"
+#: The console script, run as it is installed.
+SCRIPT = "libvirt-monitor"
 Records = list[dict[str, Any]]
 
 
@@ -74,19 +77,36 @@ class Monitor(ProcessProtocol):
         return await self.ended
 
 
-def spawnMonitor(case: TestCase, *args: str, runner: str = TWISTD) -> Monitor:
-    """Start C{libvirt-monitor args} under twistd (or twist); killed at cleanup."""
+def spawnMonitor(
+    case: TestCase,
+    *args: str,
+    runner: str = TWISTD,
+    env: dict[str, str] | None = None,
+    logfile: bool = True,
+) -> Monitor:
+    """
+    Start C{libvirt-monitor args} under twistd (or twist, or as the console
+    script, L{SCRIPT}), its log to a file unless C{logfile} is false; killed
+    at cleanup.
+    """
     monitor = Monitor()
     monitor.logfile = os.path.abspath(case.mktemp())
-    command = ["-c", runner]
+    command = [script()] if runner is SCRIPT else ["-c", runner]
     if runner is TWISTD:
-        command += ["-n", "--pidfile=", f"--logfile={monitor.logfile}"]
-    else:
+        command += ["-n", "--pidfile="]
+        if logfile:
+            command += [f"--logfile={monitor.logfile}"]
+    elif runner is TWIST and logfile:
         command += [f"--log-file={monitor.logfile}"]
-    monitor.process = spawnPython(
-        case, monitor, [*command, "libvirt-monitor", *args], monitor.ended
-    )
+    if runner is not SCRIPT:
+        command.append("libvirt-monitor")
+    monitor.process = spawnPython(case, monitor, [*command, *args], monitor.ended, env)
     return monitor
+
+
+def script() -> str:
+    """The installed C{libvirt-monitor} console script, beside this Python."""
+    return os.path.join(os.path.dirname(sys.executable), "libvirt-monitor")
 
 
 def has(

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, readBody
 
-from ._harness import PATIENCE, spawnPython
+from ._harness import spawnPython
+from ._http import fetchOnceUp, freePort
 from ._monitorprocess import TWISTD
 
 EXAMPLES = os.path.join(
@@ -104,26 +100,3 @@ class Ended(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self.reason = reason
         self.ended.callback(None)
-
-
-def freePort() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def fetchOnceUp(url: str) -> bytes:
-    """GET C{url}, again until the server listens; its body."""
-    agent = Agent(reactor)
-    deadline = reactor.seconds() + PATIENCE
-    while True:
-        try:
-            response = await agent.request(b"GET", url.encode())
-        except ConnectionRefusedError:
-            if reactor.seconds() > deadline:
-                raise
-            await deferLater(reactor, 0.05, lambda: None)
-            continue
-        body: bytes = await readBody(response)
-        return body

@@ -219,7 +219,7 @@ class LostEventRecordTests(TestCase):
         output = Output(path, "json", clock.seconds)
         output.open()
         self.addCleanup(output.close)
-        HostMonitor(service, ["domain.lifecycle"], output)
+        HostMonitor(service, ["domain.lifecycle"], output, clock.seconds)
         service.startService()
         self.addCleanup(service.stopService)
         connection = await service.whenConnected()
@@ -267,19 +267,21 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def test_defaults(self) -> None:
-        options = self.parse()
-        self.assertEqual(options["uris"], ["test:///default"])
-        self.assertEqual(options["kinds"], sorted(events.allKinds()))
-        self.assertEqual(options["format"], "text")
-        self.assertEqual(options["keepalive"], (5, 3))
-        self.assertEqual(options["output"], "-")
-        self.assertFalse(options["read-only"])
-        self.assertEqual(options["resync"], 60.0)
-        self.assertIsNone(self.parse("--resync", "off")["resync"])
-        self.assertEqual(self.parse("--resync", "2.5")["resync"], 2.5)
+        config = self.parse().config
+        [host] = config.hosts
+        self.assertEqual(host.uri, "test:///default")
+        self.assertEqual(host.kinds, tuple(sorted(events.allKinds())))
+        self.assertEqual(host.keepalive, (5, 3))
+        self.assertFalse(host.readOnly)
+        self.assertEqual(config.format, "text")
+        self.assertEqual(config.output, "-")
+        self.assertEqual(config.resync, 60.0)
+        self.assertIsNone(config.metrics)
+        self.assertIsNone(self.parse("--resync", "off").config.resync)
+        self.assertEqual(self.parse("--resync", "2.5").config.resync, 2.5)
 
     def test_fleetKindsAndFamilies(self) -> None:
-        options = self.parse(
+        config = self.parse(
             "--uri",
             "qemu+ssh://a/system",
             "--uri",
@@ -289,14 +291,17 @@ class OptionsTests(SynchronousTestCase):
             "--keepalive",
             "off",
             "--read-only",
-        )
-        self.assertEqual(options["uris"], ["qemu+ssh://a/system", "qemu+ssh://b/system"])
-        self.assertEqual(options["kinds"][-1], "domain.lifecycle")
+        ).config
         self.assertEqual(
-            set(options["kinds"][:-1]), {k for k in events.allKinds() if k.startswith("network.")}
+            [h.uri for h in config.hosts], ["qemu+ssh://a/system", "qemu+ssh://b/system"]
         )
-        self.assertIsNone(options["keepalive"])
-        self.assertTrue(options["read-only"])
+        for host in config.hosts:
+            self.assertEqual(host.kinds[-1], "domain.lifecycle")
+            self.assertEqual(
+                set(host.kinds[:-1]), {k for k in events.allKinds() if k.startswith("network.")}
+            )
+            self.assertIsNone(host.keepalive)
+            self.assertTrue(host.readOnly)
 
     def test_badValuesExitWithOneLine(self) -> None:
         for args in (
