@@ -54,6 +54,11 @@ def codeName(prefix: str, value: int) -> str:
     equals C{value}, or C{"UNKNOWN(<value>)"}.  Constants under a longer
     prefix this module knows are not codes of C{prefix}
     (C{VIR_DOMAIN_EVENT_GRAPHICS_ADDRESS_*} are not graphics phases).
+
+    @param prefix: the constants' common prefix, e.g.
+        C{"VIR_CONNECT_CLOSE_REASON_"}.
+    @param value: the code.
+    @return: e.g. C{"EOF"} for C{("VIR_CONNECT_CLOSE_REASON_", 1)}.
     """
     return codes(prefix).get(value, f"UNKNOWN({value})")
 
@@ -62,6 +67,10 @@ def domainState(state: int) -> str:
     """
     The name of a domain state (C{virDomainState}: C{RUNNING}, C{PAUSED},
     C{SHUTOFF}...), from the one-word C{VIR_DOMAIN_*} constants.
+
+    @param state: a C{virDomainState} code, as C{virDomain.state()} gives
+        it.
+    @return: its name, or C{"UNKNOWN(<state>)"}.
     """
     return _domainStates().get(state, f"UNKNOWN({state})")
 

@@ -47,6 +47,11 @@ class ConnectionState(enum.Enum):
     event is delivered any more, and libvirt is being told), then C{CLOSED}
     (libvirt has let go of everything the connection registered, and
     C{closeReason} says why it closed).
+
+    @cvar OPEN: open: events are delivered.
+    @cvar CLOSING: closed by the program, or lost; nothing is delivered any
+        more, and libvirt is being told.
+    @cvar CLOSED: closed; C{closeReason} says why.
     """
 
     OPEN = "open"
@@ -74,6 +79,8 @@ class LibvirtConnection(EventMethods):
     trip on a remote connection: L{open} does both off the reactor thread,
     and C{connection.inThread.domainEventRegisterAny(...)} registers there.
 
+    @param conn: the open connection to wrap, opened after L{install}: a
+        remote one opened before is refused with L{NoEventLoopError}.
     @param onClose: a callable C{(connection, reason)}, or a Deferred fired
         with the reason (C{libvirt.VIR_CONNECT_CLOSE_REASON_*}), once the
         connection closed and every registration was torn down.
@@ -84,8 +91,12 @@ class LibvirtConnection(EventMethods):
     @param eventLoop: the event loop libvirt uses (the one L{install}
         registered, by default); it tells which thread is the reactor's and
         when libvirt has freed what a closed connection held.
+    @ivar virConnect: the wrapped C{libvirt.virConnect}.
+    @ivar maskedURI: the connection's URI with its password masked
+        (L{maskURI}), for logs.
     @ivar state: the L{ConnectionState}.
-    @ivar closeReason: why the connection closed, once it has.
+    @ivar closeReason: why the connection closed
+        (C{libvirt.VIR_CONNECT_CLOSE_REASON_*}), once it has; C{None} before.
     """
 
     def __init__(
@@ -146,6 +157,19 @@ class LibvirtConnection(EventMethods):
         """
         Open C{uri} and wrap it, both off the reactor thread (each is a
         round trip to a remote daemon).
+
+        @param uri: the libvirt URI to open (C{"qemu:///system"}...).
+        @param readOnly: open it read-only (C{virConnectOpenReadOnly}).
+        @param auth: C{libvirt.openAuth}'s credential list
+            (C{[credentialTypes, callback, opaque]}), for a connection that
+            asks for credentials; the callback runs off the reactor thread.
+            C{None} opens it with C{libvirt.open} (or C{openReadOnly}).
+        @param onClose: as the constructor takes it.
+        @param onDomainChange: as the constructor takes it.
+        @param reactor: as the constructor takes it.
+        @return: a Deferred that fires with the new L{LibvirtConnection}, or
+            fails with the C{libvirtError} of the open (the connection opened
+            is closed again if wrapping it fails).
         """
 
         def openAndWrap() -> LibvirtConnection:
@@ -162,6 +186,12 @@ class LibvirtConnection(EventMethods):
         return f"<LibvirtConnection {self.state.value} callbacks={len(self._registrations)}>"
 
     def __getattr__(self, name: str) -> Any:
+        """
+        Anything not defined here is the wrapped C{virConnect}'s; in debug
+        mode (see L{install}) its methods are timed on the reactor thread.
+
+        @param name: the attribute's name.
+        """
         attribute = getattr(self.virConnect, name)
         limit = self._loop.slowCallThreshold
         if limit is not None and callable(attribute):
@@ -172,11 +202,19 @@ class LibvirtConnection(EventMethods):
         """
         Like virConnect's: one close callback, called C{(connection, reason,
         opaque)} once the connection closed, after the teardown.
+
+        @param cb: the callback; it replaces any registered before.
+        @param opaque: passed to C{cb} as its last argument.
+        @return: 0, as libvirt does.
         """
         self._closeListeners.register(cb, opaque)
         return 0
 
     def unregisterCloseCallback(self) -> None:
+        """
+        Like virConnect's: forget the callback given to
+        L{registerCloseCallback}.
+        """
         self._closeListeners.unregister()
 
     # Lifetime.
@@ -211,6 +249,14 @@ class LibvirtConnection(EventMethods):
         if the domain is not there or goes, and L{ConnectionClosedError} if
         the connection closes; cancelling it, or its end, leaves nothing
         registered.
+
+        @param domain: a C{libvirt.virDomain} of this connection, or a
+            domain's name or UUID.
+        @param states: a domain state's name (C{"RUNNING"}, C{"SHUTOFF"}...,
+            as L{events.domainState<libvirt_twisted.events.domainState>}
+            names them), or several.
+        @param timeout: seconds to wait at most; C{None} waits for ever.
+        @return: a Deferred that fires with the name of the state reached.
         """
         if self.state is not ConnectionState.OPEN:
             closed = StateWait(domain, checkStates(states), self._reactor, self._reactor, None)

@@ -39,9 +39,9 @@ _lock = threading.Lock()
 
 def threshold(debug: bool | float | None) -> float | None:
     """
-    The slow-call threshold in seconds that C{debug} asks for: L{None}
+    The slow-call threshold in seconds that C{debug} asks for: C{None}
     (off) for False; the default for True; C{debug} milliseconds for a
-    number.  L{None} asks the environment (C{LIBVIRT_TWISTED_DEBUG}).
+    number.  C{None} asks the environment (C{LIBVIRT_TWISTED_DEBUG}).
     """
     if debug is None:
         setting = os.environ.get("LIBVIRT_TWISTED_DEBUG", "").strip().lower()

@@ -50,9 +50,12 @@ class EventLoop:
         libvirt-python's C{virEventInvokeFreeCallback} unless a test needs a
         stand-in.
     @param isReactorThread: tells whether the caller is on the reactor thread.
+    @ivar reactor: the reactor libvirt's watches and timers run on.
     @ivar slowCallThreshold: in debug mode (see L{install}), the seconds a
         libvirt call through a L{LibvirtConnection} may block the reactor
-        thread before a warning names it; L{None} otherwise.
+        thread before a warning names it; C{None} otherwise.
+    @cvar log: where a callback or free callback that raised, or a reactor
+        update that failed, is logged.
     """
 
     log = Logger()
@@ -98,7 +101,18 @@ class EventLoop:
     # The six functions libvirt calls (names and signatures: libvirt-python's).
 
     def addHandle(self, fd: int, events: int, cb: HandleCallback, opaque: Any) -> int:
-        """Watch C{fd} for C{events}; return the new watch id."""
+        """
+        Watch C{fd} for C{events}: libvirt's C{virEventAddHandleFunc}.
+
+        @param fd: the file descriptor, which stays libvirt's (nothing here
+            reads, writes or closes it).
+        @param events: a mask of C{libvirt.VIR_EVENT_HANDLE_*}.
+        @param cb: called C{(watch, fd, events, opaque)} on the reactor
+            thread with the events that occurred.
+        @param opaque: passed to C{cb}; freed by the free callback libvirt
+            attached to it once the watch is removed.
+        @return: the new watch id (positive, never reused).
+        """
         _checkInt("fd", fd, minimum=0)
         _checkInt("events", events)
         if not callable(cb):
@@ -114,7 +128,13 @@ class EventLoop:
         return watch.id
 
     def updateHandle(self, watch: int, events: int) -> None:
-        """Replace the events of C{watch}; an unknown id is ignored."""
+        """
+        Replace the events of C{watch}: libvirt's
+        C{virEventUpdateHandleFunc}.  An unknown id is ignored.
+
+        @param watch: an id from L{addHandle}.
+        @param events: the new mask of C{libvirt.VIR_EVENT_HANDLE_*}.
+        """
         self._perThread.watchUpdates = getattr(self._perThread, "watchUpdates", 0) + 1
         with self._lock:
             found = self._handles.watches.get(watch)
@@ -125,8 +145,13 @@ class EventLoop:
 
     def removeHandle(self, watch: int) -> int:
         """
-        Stop C{watch}.  Its free callback runs on a later reactor turn.
-        libvirt-python reports failure to libvirt only when this raises.
+        Stop C{watch}: libvirt's C{virEventRemoveHandleFunc}.  Its free
+        callback runs on a later reactor turn.  libvirt-python reports
+        failure to libvirt only when this raises.
+
+        @param watch: an id from L{addHandle}.
+        @return: 0.
+        @raise KeyError: no watch has that id.
         """
         with self._lock:
             found = self._handles.watches.get(watch)
@@ -138,7 +163,17 @@ class EventLoop:
         return 0
 
     def addTimeout(self, timeout: int, cb: TimeoutCallback, opaque: Any) -> int:
-        """Add a timer firing every C{timeout} ms; return its id."""
+        """
+        Add a timer firing every C{timeout} ms: libvirt's
+        C{virEventAddTimeoutFunc}.
+
+        @param timeout: the interval in milliseconds; 0 fires on every loop
+            iteration, -1 disables the timer.
+        @param cb: called C{(timer, opaque)} on the reactor thread.
+        @param opaque: passed to C{cb}; freed by the free callback libvirt
+            attached to it once the timer is removed.
+        @return: the new timer id (positive, never reused).
+        """
         _checkInt("timeout", timeout, minimum=-1)
         if not callable(cb):
             raise TypeError(f"addTimeout: callback {cb!r} is not callable")
@@ -152,7 +187,12 @@ class EventLoop:
         """
         Change the interval of C{timer}, restarting its countdown.  An
         unknown id is ignored; arming timer -1 is libvirt's trace of a lost
-        event (see C{_lostevents.py}).
+        event (see C{_lostevents.py}).  libvirt's
+        C{virEventUpdateTimeoutFunc}.
+
+        @param timer: an id from L{addTimeout}.
+        @param timeout: the new interval in milliseconds, as L{addTimeout}
+            takes it.
         """
         if timer == -1 and timeout == 0:
             self._lostEvents.seen()
@@ -169,7 +209,14 @@ class EventLoop:
             self._changed(found)
 
     def removeTimeout(self, timer: int) -> int:
-        """Stop C{timer}; its free callback runs on a later reactor turn."""
+        """
+        Stop C{timer}: libvirt's C{virEventRemoveTimeoutFunc}.  Its free
+        callback runs on a later reactor turn.
+
+        @param timer: an id from L{addTimeout}.
+        @return: 0.
+        @raise KeyError: no timer has that id.
+        """
         with self._lock:
             found = self._timers.byId.pop(timer, None)
             if found is None:
@@ -184,10 +231,17 @@ class EventLoop:
         Call C{observer}, on a later reactor turn, whenever libvirt loses an
         event to its race in this process (which connection's, libvirt does
         not say): a service with an inventory resyncs at once.
+
+        @param observer: called with no argument.
         """
         self._lostEvents.addObserver(observer)
 
     def removeLostEventObserver(self, observer: Callable[[], object]) -> None:
+        """
+        Stop calling C{observer}.
+
+        @param observer: one given to L{addLostEventObserver}.
+        """
         self._lostEvents.removeObserver(observer)
 
     def _later(self, function: Callable[[], None]) -> None:
@@ -319,7 +373,11 @@ class EventLoop:
         Call every live watch on the fd whose events intersect C{events}.
         Timers set to 0 meanwhile (libvirt's event queue, filled by what the
         watch read) fire right after, in this same iteration, rather than
-        costing a reactor turn of their own.
+        costing a reactor turn of their own.  The reactor descriptors call
+        it; a program does not.
+
+        @param fileWatch: the reactor descriptor of the fd.
+        @param events: the C{libvirt.VIR_EVENT_HANDLE_*} that occurred.
         """
         if not events:
             return
@@ -335,7 +393,12 @@ class EventLoop:
         """
         The reactor dropped an fd.  Tell its watches what poll() sees and, as
         libvirt's own loop is level-triggered, put it back next turn while
-        watches remain; unless the reactor is merely shutting down.
+        watches remain; unless the reactor is merely shutting down.  The
+        reactor descriptors call it; a program does not.
+
+        @param fileWatch: the reactor descriptor the reactor dropped.
+        @param events: the C{libvirt.VIR_EVENT_HANDLE_*} that poll() sees on
+            its fd.
         """
         self._handles.dropped(fileWatch)
         if self._shuttingDown or not events:

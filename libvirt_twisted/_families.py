@@ -28,7 +28,7 @@ class Family:
         node device's name.
     @ivar nameAccessor: the object's method giving its name (a secret's
         usage id), with no round trip.
-    @ivar uuidAccessor: the method giving its UUID, or L{None} where the
+    @ivar uuidAccessor: the method giving its UUID, or C{None} where the
         objects have none (node devices).
     """
 

@@ -46,15 +46,21 @@ def install(
     return the implementation.  Call it before opening any connection; calling
     it again with the same reactor returns the same object.
 
+    @param reactor: the reactor to run libvirt's watches and timers on (an
+        C{IReactorFDSet} and C{IReactorTime}); the global reactor if
+        C{None}.
     @param logErrors: send libvirt's error reports to the Twisted log (debug
         level) instead of stderr, which is where libvirt prints every error,
         even one the program catches as a C{libvirtError}.
     @param debug: a developer's warnings: a libvirt call through a
         L{LibvirtConnection} that blocks the reactor thread longer than 50 ms
         (C{True}) or C{debug} ms (a number) is logged with its name, and at
-        reactor shutdown each connection never closed is named.  L{None}
+        reactor shutdown each connection never closed is named.  C{None}
         reads C{LIBVIRT_TWISTED_DEBUG} (C{1}, or milliseconds).
 
+    @return: the installed L{EventLoop}.
+    @raise TypeError: C{reactor} is not a reactor with file descriptors and
+        timers.
     @raise EventLoopInstallError: libvirt accepts one event loop per process,
         and it is already another reactor or another implementation.
     """
@@ -132,7 +138,7 @@ def _debugging(loop: EventLoop, limit: float | None, reactor: object) -> None:
 
 
 def installed() -> EventLoop | None:
-    """The installed event loop, or L{None} before L{install}."""
+    """The installed event loop, or C{None} before L{install}."""
     return _installed
 
 

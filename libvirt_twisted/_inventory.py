@@ -47,7 +47,8 @@ class Inventory:
     L{storagePools}, read-only mappings to records.
 
     Observers (a callable, or a queue, which gets them on a later reactor
-    turn) receive every L{Change}.
+    turn) receive every L{Change}.  It starts empty, tracking no family,
+    until L{rebuild} or L{reconcile}.
 
     @param reactor: gives the time of each change, and schedules queue
         observers; the global reactor by default.
@@ -87,7 +88,12 @@ class Inventory:
         return self._tracked
 
     def domain(self, nameOrUUID: str) -> DomainRecord | None:
-        """The domain with that UUID, or else that name, if there is one."""
+        """
+        The domain with that UUID, or else that name, if there is one.
+
+        @param nameOrUUID: the domain's UUID or name.
+        @return: its record, or C{None}.
+        """
         records = self._records["domain"]
         found = records.get(nameOrUUID)
         if found is None:
@@ -96,12 +102,25 @@ class Inventory:
         return found
 
     def addObserver(self, observer: Observer) -> None:
-        """Tell C{observer} of every change from now on."""
+        """
+        Tell C{observer} of every change from now on.
+
+        @param observer: a callable, called with each L{Change} as it is
+            made, or a C{DeferredQueue}, which gets it on a later reactor
+            turn.
+        @raise TypeError: C{observer} is neither.
+        """
         if not (callable(observer) or isinstance(observer, DeferredQueue)):
             raise TypeError(f"an observer is a callable or a DeferredQueue, not {observer!r}")
         self._observers.append(observer)
 
     def removeObserver(self, observer: Observer) -> None:
+        """
+        Stop telling C{observer} of changes.
+
+        @param observer: one given to L{addObserver}.
+        @raise ValueError: it was not given.
+        """
         self._observers.remove(observer)
 
     # Keeping it: the service's to call.
@@ -110,6 +129,12 @@ class Inventory:
         """
         Follow one of libvirt's lifecycle events (decoded); the change it
         made, if any.  No round trip: everything is in the event.
+
+        @param event: a decoded event; one that is not a lifecycle event, or
+            has no UUID, or is of a family the inventory does not track,
+            changes nothing.
+        @return: the L{Change} the event made (observers hear of it too), or
+            C{None} if it changed nothing.
         """
         if event.uuid is None or not event.kind.endswith(".lifecycle"):
             return None
@@ -137,6 +162,19 @@ class Inventory:
         L{apply} for the event path: a lifecycle event by its names, the
         decoded L{Event} made by C{explain} only if an observer is to hear
         of the change.  The L{Change} is returned only if C{want}.
+
+        @param family: the object's family (C{"domain"}, C{"network"},
+            C{"storage_pool"}).
+        @param uuid: the object's UUID.
+        @param name: the object's name, or C{None} to keep the one known.
+        @param event: the lifecycle event's name (C{"STARTED"}...).
+        @param detail: its detail's name (a domain's, C{"BOOTED"}...) or
+            number (the others', as a string).
+        @param explain: makes the decoded L{Event}, for the L{Change}.
+        @param want: whether to make and return the L{Change} even when no
+            observer is to hear of it.
+        @return: the L{Change} if C{want} or an observer heard of it, else
+            C{None}.
         """
         if family not in self._tracked:
             return None
@@ -170,7 +208,7 @@ class Inventory:
     ) -> tuple[bool, DomainRecord | None]:
         """
         Whether a domain lifecycle event changes what the record says, and
-        the record after it (L{None}: the domain is gone).
+        the record after it (C{None}: the domain is gone).
         """
         state = domainAfter(None if before is None else DomainState(*before[2:5]), event, detail)
         if state is None:
@@ -180,18 +218,41 @@ class Inventory:
         return True, DomainRecord(uuid, name, *state, self._reactor.seconds(), "event")
 
     def rebuild(self, snapshot: Snapshot) -> list[Change]:
-        """Start over from C{snapshot}: the changes, explained by no event."""
+        """
+        Start over from C{snapshot}: the changes, explained by no event.
+
+        @param snapshot: a snapshot of the host (its domains, networks and storage
+            pools with their states), as the service takes one off the
+            reactor thread; a family it has none of (C{None}) is left as
+            it is.
+        @return: the changes, which observers hear of too.
+        """
         return self._reconcile(snapshot, synthesize=False, lost=False)
 
     def reconcile(self, snapshot: Snapshot, lost: bool = False) -> list[Change]:
         """
         Make the inventory equal C{snapshot}; each difference is a change
         explained by synthesized events (marked C{lost} if asked).
+
+        @param snapshot: a snapshot of the host (its domains, networks and storage
+            pools with their states), as the service takes one off the
+            reactor thread; a family it has none of (C{None}) is left as
+            it is.
+        @param lost: mark each change as one that lost events explain.
+        @return: the changes, which observers hear of too.
         """
         return self._reconcile(snapshot, synthesize=True, lost=lost)
 
     def differences(self, snapshot: Snapshot) -> list[tuple[str, str]]:
-        """(family, UUID) of each object the inventory and C{snapshot} disagree on."""
+        """
+        (family, UUID) of each object the inventory and C{snapshot} disagree
+        on; nothing changes.
+
+        @param snapshot: a snapshot of the host (its domains, networks and storage
+            pools with their states), as the service takes one off the
+            reactor thread; a family it has none of (C{None}) is left as
+            it is.
+        """
         found = []
         for family in self._tracked:
             wanted = snapshot.family(family)
@@ -204,7 +265,14 @@ class Inventory:
         return found
 
     def touchedSince(self, family: str, uuid: str, sequence: int) -> bool:
-        """Whether an event about that object came after event number C{sequence}."""
+        """
+        Whether an event about that object came after event number
+        C{sequence}.
+
+        @param family: the object's family.
+        @param uuid: the object's UUID.
+        @param sequence: a mark read from L{sequence} earlier.
+        """
         return self._touched.get((family, uuid), 0) > sequence
 
     @property
@@ -213,7 +281,12 @@ class Inventory:
         return self._sequence
 
     def forgetTouchesBefore(self, sequence: int) -> None:
-        """Forget when objects no longer there were last touched, up to C{sequence}."""
+        """
+        Forget when objects no longer there were last touched, up to
+        C{sequence}.
+
+        @param sequence: a mark read from L{sequence}.
+        """
         self._touched = {
             key: seen
             for key, seen in self._touched.items()
@@ -221,7 +294,17 @@ class Inventory:
         }
 
     def correct(self, snapshot: Snapshot, keys: Iterable[tuple[str, str]]) -> list[Change]:
-        """Like L{reconcile} with C{lost}, for the objects C{keys} only."""
+        """
+        Like L{reconcile} with C{lost}, for the objects C{keys} only.
+
+        @param snapshot: a snapshot of the host (its domains, networks and storage
+            pools with their states), as the service takes one off the
+            reactor thread; a family it has none of (C{None}) is left as
+            it is.
+        @param keys: (family, UUID) of each object to correct, as
+            L{differences} lists them.
+        @return: the changes, which observers hear of too.
+        """
         changes = []
         for family, uuid in keys:
             wanted = snapshot.family(family)

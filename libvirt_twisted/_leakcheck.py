@@ -34,6 +34,8 @@ def checkForLeaks(case: _Case) -> None:
     were not there when this was called (counted once the loop has freed
     what libvirt removed).  Call it first thing in C{setUp}, so that its
     check runs after every clean-up the test adds.
+
+    @param case: the running test case; the check is one of its clean-ups.
     """
     before = set(unclosed())
     loop = installed()
@@ -67,5 +69,9 @@ class LeakChecks:
     """
 
     def setUp(self) -> Any:
+        """
+        Start the leak check (L{checkForLeaks}), then run the next class's
+        C{setUp}.
+        """
         checkForLeaks(self)  # type: ignore[arg-type]
         return super().setUp()  # type: ignore[misc]

@@ -37,7 +37,7 @@ class DaemonError(RuntimeError):
 
 def daemonUnavailable() -> str | None:
     """
-    Why no private libvirtd can run here, or L{None} if one can.
+    Why no private libvirtd can run here, or C{None} if one can.
     """
     if shutil.which("libvirtd", path=_PATH) is None:
         return (
@@ -64,11 +64,19 @@ class PrivateLibvirtd:
     would run in system mode and touch the host.  As any other user it runs as
     that user.
 
+    @param user: the user the daemon runs as when the tests run as root
+        (C{nobody} by default); never root itself.
     @param cacheDir: where the daemon keeps its QEMU capabilities cache;
         sharing one between daemons saves the first QEMU start of each about
         two seconds.  Default: inside the daemon's own directory.
     @param config: settings for the daemon's C{libvirtd.conf}, e.g.
         C{{"keepalive_interval": 1}}; strings are quoted, ints are not.
+    @ivar base: the daemon's own temporary directory, which L{stop} removes.
+    @ivar socketPath: the daemon's unix socket, which L{testURI} and
+        L{qemuURI} name.
+    @ivar adminSocketPath: the daemon's admin socket (see L{virtAdmin}).
+    @ivar logPath: the daemon's log file (see L{log}).
+    @raise DaemonError: there is no such user, or it is root.
     """
 
     def __init__(
@@ -122,7 +130,14 @@ class PrivateLibvirtd:
         return self._process.pid
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the daemon and return once its socket accepts connections."""
+        """
+        Start the daemon and return once its socket accepts connections.
+
+        @param timeout: seconds to wait for it to listen, after which it is
+            killed.
+        @raise DaemonError: it is already running, exited, or did not listen
+            in time.
+        """
         if self.pid is not None:
             raise DaemonError(f"{self!r} is already running")
         command = ["libvirtd"]
@@ -157,7 +172,13 @@ class PrivateLibvirtd:
     def kill(self, signum: int = signal.SIGKILL, timeout: float = 10.0) -> None:
         """
         Send C{signum} to the daemon and wait until it has exited.  QEMU
-        processes survive it, as they would a real daemon's crash.
+        processes survive it, as they would a real daemon's crash.  A daemon
+        that is not running is left alone.
+
+        @param signum: the signal; a paused daemon is resumed to act on any
+            but C{SIGKILL}.
+        @param timeout: seconds to wait for it to exit, after which it is
+            sent C{SIGKILL}.
         """
         process = self._process
         if process is None or process.poll() is not None:
@@ -178,17 +199,29 @@ class PrivateLibvirtd:
         """
         Freeze the daemon (SIGSTOP) and return once it is stopped: clients
         see a peer that never answers.
+
+        @param timeout: seconds to wait for it to stop.
+        @raise DaemonError: it is not running, or did not stop in time.
         """
         self._signal(signal.SIGSTOP)
         self._awaitState(lambda state: state == b"T", "stopped", timeout)
 
     def resume(self, timeout: float = 10.0) -> None:
-        """Thaw a paused daemon (SIGCONT) and return once it runs again."""
+        """
+        Thaw a paused daemon (SIGCONT) and return once it runs again.
+
+        @param timeout: seconds to wait for it to run.
+        @raise DaemonError: it is not running, or did not run again in time.
+        """
         self._signal(signal.SIGCONT)
         self._awaitState(lambda state: state != b"T", "running", timeout)
 
     def restart(self, timeout: float = 30.0) -> None:
-        """Kill the daemon and start a new one on the same socket."""
+        """
+        Kill the daemon and start a new one on the same socket.
+
+        @param timeout: as L{start} takes it.
+        """
         self.kill()
         self.start(timeout)
 
@@ -211,6 +244,11 @@ class PrivateLibvirtd:
         """
         Run C{virt-admin} against this daemon's admin socket, as the daemon's
         user (the admin socket accepts no other), and return its output.
+
+        @param args: C{virt-admin}'s arguments, e.g. C{("srv-list",)}.
+        @param timeout: seconds it may run.
+        @return: what it wrote on its standard output.
+        @raise DaemonError: it failed.
         """
         uri = f"libvirtd:///session?socket={quote(self.adminSocketPath)}"
         return self._runAsDaemonUser(["virt-admin", "-c", uri, *args], timeout)
@@ -224,10 +262,16 @@ class PrivateLibvirtd:
             return ""
 
     def __enter__(self) -> PrivateLibvirtd:
+        """L{start} the daemon, for a C{with} block."""
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """
+        L{stop} the daemon, whatever ended the C{with} block.
+
+        @param exc: the exception that ended it, if any.
+        """
         self.stop()
 
     def _signal(self, signum: int) -> None:

@@ -76,7 +76,7 @@ _ENTERED: dict[str, tuple[str, dict[str, str], str]] = {
 def domainAfter(before: DomainState | None, event: str, detail: str) -> DomainState | None:
     """
     The state a domain lifecycle event leaves a domain in, from the state
-    before (L{None}: unknown to the inventory); L{None} if it is gone.
+    before (C{None}: unknown to the inventory); C{None} if it is gone.
     """
     if event == "DEFINED":
         if before is None:
@@ -126,7 +126,7 @@ def _event(event: str, reason: str | None) -> tuple[str, str]:
 def explainDomain(before: DomainState | None, after: DomainState | None) -> list[tuple[str, str]]:
     """
     The domain lifecycle events, as (event, detail), that take a domain from
-    C{before} to C{after} (L{None}: not there): DEFINED first, UNDEFINED
+    C{before} to C{after} (C{None}: not there): DEFINED first, UNDEFINED
     last, the change of state between.
     """
     if before is None and after is None:
@@ -183,7 +183,7 @@ class PoolState(NamedTuple):
 
 
 def poolAfter(before: PoolState | None, event: str) -> PoolState | None:
-    """The state a network or storage pool lifecycle event leaves it in; L{None}: gone."""
+    """The state a network or storage pool lifecycle event leaves it in; C{None}: gone."""
     if event == "DEFINED":
         return PoolState(before.active if before is not None else False, True)
     if event == "UNDEFINED":

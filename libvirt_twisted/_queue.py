@@ -21,7 +21,7 @@ class EventQueueFinished(Exception):
 
 class EventQueue(DeferredQueue[T]):
     """
-    A L{DeferredQueue} to pass wherever a libvirt event callback goes: it
+    A C{DeferredQueue} to pass wherever a libvirt event callback goes: it
     receives the callback's arguments as a tuple, on a later reactor turn.
 
     Bound: it holds at most C{size} items that no consumer has taken.  When a
@@ -34,6 +34,15 @@ class EventQueue(DeferredQueue[T]):
     L{finish} deregisters the queue from everything it was registered with;
     consumers first get the items still waiting, then C{async for} ends and
     C{get()} fails with L{EventQueueFinished}.
+
+    @param size: the bound, at least 1.
+    @ivar bound: the most items it holds that no consumer has taken.
+    @ivar dropped: how many events it dropped to stay within its bound.
+    @ivar finished: whether L{finish} was called.
+    @ivar waiting: the Deferreds of the consumers waiting for an item, as
+        C{DeferredQueue} has them.
+    @cvar log: where an overflow, and a deregistration that failed, are
+        logged.
     """
 
     log = Logger()
@@ -57,7 +66,13 @@ class EventQueue(DeferredQueue[T]):
         )
 
     def put(self, obj: T) -> None:
-        """Hand C{obj} to a waiting consumer, or keep it, dropping the oldest if full."""
+        """
+        Hand C{obj} to a waiting consumer, or keep it, dropping the oldest
+        event if full.  Nothing happens once the queue is finished.
+
+        @param obj: the item: an event's arguments as a tuple, or a
+            L{ConnectionStatus}, from whatever it is registered with.
+        """
         if self.finished:
             return
         if self.waiting:
@@ -82,7 +97,12 @@ class EventQueue(DeferredQueue[T]):
                 return
 
     def get(self) -> Deferred[T]:
-        """The next item; fails with L{EventQueueFinished} once finished and empty."""
+        """
+        The next item.
+
+        @return: a Deferred that fires with the next item, or fails with
+            L{EventQueueFinished} once the queue is finished and empty.
+        """
         if self.pending:
             self._overflowing = False
             return super().get()
@@ -112,8 +132,11 @@ class EventQueue(DeferredQueue[T]):
     def registered(self, deregister: Callable[[], object]) -> Callable[[], None]:
         """
         Called by whatever registers this queue as a callback: C{deregister}
-        undoes that registration on L{finish}.  Returns a function to call
-        instead when the registration ends some other way.
+        undoes that registration on L{finish}.
+
+        @param deregister: undoes the registration; called at most once.
+        @return: a function to call instead when the registration ends some
+            other way, so that L{finish} does not undo it.
         """
         self._registrations.append(deregister)
 
@@ -124,6 +147,7 @@ class EventQueue(DeferredQueue[T]):
         return forget
 
     def __aiter__(self) -> AsyncIterator[T]:
+        """C{async for item in queue}: every item, until L{finish}."""
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:

@@ -75,7 +75,7 @@ def fromThreads(reactor: object) -> IReactorFromThreads:
 
 
 def resolve(reactor: R | None) -> R:
-    """C{reactor}, or the global reactor (installed by now) if L{None}."""
+    """C{reactor}, or the global reactor (installed by now) if C{None}."""
     if reactor is not None:
         return reactor
     from twisted.internet import reactor as globalReactor

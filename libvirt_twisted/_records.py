@@ -22,6 +22,14 @@ class DomainRecord(NamedTuple):
     One domain.  C{state} and C{reason} are libvirt's names (C{RUNNING},
     C{BOOTED}); C{changed} is when it last changed (the reactor's time) and
     C{source} whether an event or a resync said so.
+
+    @ivar uuid: the domain's UUID.
+    @ivar name: the domain's name.
+    @ivar state: its state's name (C{"RUNNING"}, C{"SHUTOFF"}...).
+    @ivar reason: the reason's name for that state (C{"BOOTED"}...).
+    @ivar persistent: whether the domain is defined (not transient).
+    @ivar changed: when the record last changed, in the reactor's seconds.
+    @ivar source: C{"event"} or C{"resync"}: what said so.
     """
 
     uuid: str
@@ -39,7 +47,17 @@ class DomainRecord(NamedTuple):
 
 
 class ObjectRecord(NamedTuple):
-    """One network or storage pool (C{family} says which)."""
+    """
+    One network or storage pool (C{family} says which).
+
+    @ivar family: C{"network"} or C{"storage_pool"}.
+    @ivar uuid: the object's UUID.
+    @ivar name: the object's name.
+    @ivar active: whether it is active (started).
+    @ivar persistent: whether it is defined (not transient).
+    @ivar changed: when the record last changed, in the reactor's seconds.
+    @ivar source: C{"event"} or C{"resync"}: what said so.
+    """
 
     family: str
     uuid: str
@@ -56,11 +74,22 @@ Record = DomainRecord | ObjectRecord
 @dataclass(frozen=True)
 class Change:
     """
-    One object's record changed.  C{before} or C{after} is L{None} when it
+    One object's record changed.  C{before} or C{after} is C{None} when it
     appeared or went.  C{events} are libvirt's event that did it, or the
     synthesized ones that explain what a resync found (C{Event.synthetic}).
     C{lost} is true when a resync found the change while the connection was
     up: libvirt lost the event that should have told.
+
+    @ivar family: the object's family (C{"domain"}, C{"network"},
+        C{"storage_pool"}).
+    @ivar uuid: the object's UUID.
+    @ivar before: its record before (a L{DomainRecord} or an
+        L{ObjectRecord}), or C{None} if it appeared.
+    @ivar after: its record after, or C{None} if it went.
+    @ivar events: the decoded L{events.Event<libvirt_twisted.events.Event>}s
+        that explain the change.
+    @ivar source: C{"event"} or C{"resync"}: what found it.
+    @ivar lost: whether libvirt lost the event that should have told.
     """
 
     family: str
@@ -73,14 +102,14 @@ class Change:
 
 
 def domainStateOf(record: Record | None) -> DomainState | None:
-    """A domain record's L{DomainState}; L{None} for anything else."""
+    """A domain record's L{DomainState}; C{None} for anything else."""
     if not isinstance(record, DomainRecord):
         return None
     return DomainState(record.state, record.reason, record.persistent)
 
 
 def poolStateOf(record: Record | None) -> PoolState | None:
-    """A network's or pool's L{PoolState}; L{None} for anything else."""
+    """A network's or pool's L{PoolState}; C{None} for anything else."""
     if not isinstance(record, ObjectRecord):
         return None
     return PoolState(record.active, record.persistent)

@@ -149,7 +149,7 @@ class Registrations:
         background: bool = False,
     ) -> Deferred[None]:
         """
-        Forget a listener (of C{familyName}, unless L{None}); deregister from
+        Forget a listener (of C{familyName}, unless C{None}); deregister from
         libvirt if it was the last of its key, here or (C{background}) on
         the call pool.  The Deferred fires once libvirt has been told.
         """

@@ -52,6 +52,16 @@ class ServiceState(enum.Enum):
     C{WAITING} to try again after a failed attempt or a lost connection;
     C{STOPPING} from C{stopService()} until the attempt under way and every
     connection it made are over; then C{STOPPED} (it may start again).
+
+    @cvar IDLE: made, not started yet.
+    @cvar CONNECTING: an attempt (open, keepalive, wrap, subscribe) is under
+        way.
+    @cvar CONNECTED: the service has an open connection.
+    @cvar WAITING: waiting to try again, after a failed attempt or a lost
+        connection.
+    @cvar STOPPING: stopping: the attempt under way and every connection it
+        made are not over yet.
+    @cvar STOPPED: stopped; it may start again.
     """
 
     IDLE = "idle"
@@ -70,7 +80,7 @@ class LibvirtService(ServiceEvents, Service):
     @param readOnly: open it read-only.
     @param auth: credentials for C{libvirt.openAuth}: C{[credtypes,
         callback, opaque]}, as libvirt-python takes them.
-    @param keepalive: C{(interval, count)} in seconds, or L{None} for none;
+    @param keepalive: C{(interval, count)} in seconds, or C{None} for none;
         skipped where the driver has no keepalive.
     @param retryPolicy: seconds to wait after C{n} failed attempts, like
         C{ClientService}'s; Twisted's C{backoffPolicy()} by default.
@@ -87,11 +97,16 @@ class LibvirtService(ServiceEvents, Service):
     @param inventory: keep an L{Inventory} of the host (C{service.inventory}),
         resynchronised after every (re)connection.
     @param resync: with C{inventory}, compare it with a fresh snapshot every
-        C{resync} seconds (L{None}: never), to repair what libvirt lost.
+        C{resync} seconds (C{None}: never), to repair what libvirt lost.
+    @ivar uri: the libvirt URI, as given.
+    @ivar maskedURI: the URI with its password masked (L{maskURI}), for
+        logs.
+    @ivar readOnly: whether connections are opened read-only.
+    @ivar keepalive: C{(interval, count)}, or C{None}, as given.
     @ivar state: the L{ServiceState}.
-    @ivar connection: the current L{LibvirtConnection}, or L{None} while
+    @ivar connection: the current L{LibvirtConnection}, or C{None} while
         there is none.
-    @ivar inventory: the L{Inventory}, or L{None} without C{inventory=True}.
+    @ivar inventory: the L{Inventory}, or C{None} without C{inventory=True}.
     @ivar lostEvents: how many events libvirt did not send while connected,
         by what the drift checks found, since the service was made.
     """
@@ -183,6 +198,10 @@ class LibvirtService(ServiceEvents, Service):
         closing).  With C{failAfterFailures}, fail with the last error once
         that many attempts from now have failed; fail with C{CancelledError}
         if the service is (or gets) stopped.
+
+        @param failAfterFailures: how many failed attempts to wait through
+            at most; C{None} waits for ever.
+        @return: a Deferred that fires with the open L{LibvirtConnection}.
         """
         connection = self.connection
         if connection is not None and connection.state is ConnectionState.OPEN:
@@ -200,6 +219,13 @@ class LibvirtService(ServiceEvents, Service):
         so that a state reached while disconnected is seen once connected
         again.  It fails as the connection's does, but for a lost connection,
         and with C{CancelledError} once the service stops.
+
+        @param domain: a domain's name or UUID (or a C{libvirt.virDomain},
+            whose UUID names it on the next connections).
+        @param states: a domain state's name (C{"RUNNING"}...), or several.
+        @param timeout: seconds to wait at most, across connections; C{None}
+            waits for ever.
+        @return: a Deferred that fires with the name of the state reached.
         """
         wanted = checkStates(states)
         return waitAcross(self.whenConnected, domain, wanted, self._reactor, self._clock, timeout)
@@ -207,6 +233,12 @@ class LibvirtService(ServiceEvents, Service):
     # Service.
 
     def startService(self) -> None:
+        """
+        Start connecting, off the reactor thread; the connection comes back
+        whenever it is lost, until L{stopService}.
+
+        @raise RuntimeError: no event loop is installed (see L{install}).
+        """
         if self._loop() is None:
             raise RuntimeError("call libvirt_twisted.install() before starting a LibvirtService")
         super().startService()  # type: ignore[no-untyped-call]

@@ -22,7 +22,10 @@ from .events import Event, allKinds
 class ServiceEvents:
     """
     The event methods of L{LibvirtService}: what it keeps subscribed is
-    its L{Subscriptions}, who hears of its changes its L{Audience}.
+    its C{Subscriptions}, who hears of its changes its C{Audience}.
+
+    @ivar connection: the service's current L{LibvirtConnection}, or
+        C{None} while there is none.
     """
 
     connection: LibvirtConnection | None
@@ -45,6 +48,21 @@ class ServiceEvents:
         connection goes and comes back, and when the service stops; an
         L{EventQueue}'s C{finish()} ends the subscription.  Returns an id for
         L{unsubscribe}.
+
+        @param family: one of C{domain}, C{network}, C{storage_pool},
+            C{node_device}, C{secret}.
+        @param eventID: one of that family's event ids
+            (C{libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE}...).
+        @param callback: called C{(connection, object, ...event arguments,
+            opaque)} inside libvirt's dispatch, C{connection} being the
+            L{LibvirtConnection} of the moment; or a C{DeferredQueue} (an
+            L{EventQueue}) that receives those arguments as a tuple on a
+            later reactor turn.
+        @param opaque: passed to C{callback} last.
+        @param objectFilter: the UUID (a node device's name) of the one
+            object to hear of, or C{None} for all.
+        @return: an id for L{unsubscribe}.
+        @raise ValueError: unknown family or event id.
         """
         return self._subscribe(family, eventID, callback, opaque, objectFilter, False)
 
@@ -61,6 +79,16 @@ class ServiceEvents:
         (C{event.synthetic}) come too, after the connection's status and
         before its own events.  A queue also receives every
         L{ConnectionStatus}.  Returns an id for L{unsubscribe}.
+
+        @param kind: C{"<family>.<event id name>"}, one of
+            L{events.allKinds()<libvirt_twisted.events.allKinds>}.
+        @param callback: called with each decoded
+            L{Event<libvirt_twisted.events.Event>}, or a C{DeferredQueue} (an
+            L{EventQueue}) that receives them on a later reactor turn.
+        @param objectFilter: the UUID (a node device's name) of the one
+            object to hear of, or C{None} for all.
+        @return: an id for L{unsubscribe}.
+        @raise ValueError: unknown kind.
         """
         known = allKinds()
         if kind not in known:
@@ -89,13 +117,31 @@ class ServiceEvents:
         return subscription.id
 
     def unsubscribe(self, subscriptionId: int, missingOK: bool = False) -> None:
-        """Stop a subscription made with L{subscribe}."""
+        """
+        Stop a subscription made with L{subscribe} or L{watch}.
+
+        @param subscriptionId: the id they returned.
+        @param missingOK: do nothing, rather than raise, if there is no such
+            subscription (any more).
+        @raise ValueError: there is no such subscription, unless
+            C{missingOK}.
+        """
         if not self._subscriptions.remove(subscriptionId, self.connection) and not missingOK:
             raise ValueError(f"no subscription {subscriptionId!r} on {self!r}")
 
     def addObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
-        """Call C{observer} with a L{ConnectionStatus} on every change."""
+        """
+        Call C{observer} with a L{ConnectionStatus} on every change.
+
+        @param observer: a callable taking a L{ConnectionStatus}.
+        """
         self._audience.addObserver(observer)
 
     def removeObserver(self, observer: Callable[[ConnectionStatus], object]) -> None:
+        """
+        Stop calling C{observer}.
+
+        @param observer: one given to L{addObserver}.
+        @raise ValueError: it was not given.
+        """
         self._audience.removeObserver(observer)

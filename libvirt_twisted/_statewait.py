@@ -58,7 +58,7 @@ class StateWait:
     @param reactor: fires the Deferred, on a later turn.
     @param clock: runs the timeout.
     @param timeout: seconds before failing with L{DomainStateTimeout}, or
-        L{None}.
+        C{None}.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class StateWait:
 
     def observe(self, state: DomainState | None) -> None:
         """
-        The domain is in C{state}, or gone (L{None}), as a read or an
+        The domain is in C{state}, or gone (C{None}), as a read or an
         inventory says; the events that came before it are applied to it
         (they came after the wait began, and each leaves the domain in a
         state of its own, so that in order they end where the domain is).
@@ -190,7 +190,7 @@ class StateWait:
 
 
 def read(conn: libvirt.virConnect, wait: StateWait, domain: DomainSpec) -> DomainState | None:
-    """The domain's state now, blocking (round trips); L{None} if it is not there."""
+    """The domain's state now, blocking (round trips); C{None} if it is not there."""
     try:
         if isinstance(domain, libvirt.virDomain):
             found = conn.lookupByUUIDString(domain.UUIDString())

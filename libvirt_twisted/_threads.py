@@ -144,7 +144,17 @@ def _stop(reactor: object, pool: CallPool) -> None:
 
 
 def setThreadPoolSize(threads: int, reactor: ThreadsReactor | None = None) -> None:
-    """Allow at most C{threads} concurrent libvirt calls on C{reactor}."""
+    """
+    Allow at most C{threads} concurrent libvirt calls on C{reactor}; the
+    default is 10.  Lowering it retires the extra threads as they finish a
+    call.
+
+    @param threads: the pool's new size, at least 1.
+    @param reactor: the reactor whose pool to size (the global reactor if
+        C{None}).
+    @raise TypeError: C{threads} is not an int.
+    @raise ValueError: C{threads} is less than 1.
+    """
     if not isinstance(threads, int) or isinstance(threads, bool):
         raise TypeError(f"thread pool size must be an int, not {threads!r}")
     if threads < 1:
@@ -157,9 +167,18 @@ def deferToLibvirtPool(
 ) -> Deferred[T]:
     """
     Call C{function(*args, **kwargs)} on C{reactor}'s libvirt call pool
-    (the global reactor's if L{None}), as Twisted's C{deferToThreadPool}
+    (the global reactor's if C{None}), as Twisted's C{deferToThreadPool}
     does on a thread pool: the Deferred fires on the reactor thread with
     its result, or fails with its exception (a C{libvirtError}, typically).
+
+    @param reactor: the reactor whose pool runs the call, and on whose
+        thread the Deferred fires; the global reactor if C{None}.
+    @param function: what to call, on a pool thread.
+    @param args: its positional arguments.
+    @param kwargs: its keyword arguments.
+    @return: a Deferred that fires with C{function}'s result, or fails with
+        its exception; it fails with C{RuntimeError} once the reactor has
+        stopped.
     """
     return callPool(reactor).call(function, *args, **kwargs)
 
@@ -170,7 +189,15 @@ def callInThread(
 ) -> Deferred[T]:
     """
     L{deferToLibvirtPool} under its old name: Twisted's own C{callInThread}
-    returns nothing, while this returns a Deferred.
+    returns nothing, while this returns a Deferred.  Deprecated since
+    libvirt-twisted 0.1.0 (calling it warns): use L{deferToLibvirtPool},
+    which takes the same arguments.
+
+    @param reactor: as L{deferToLibvirtPool} takes it.
+    @param function: as L{deferToLibvirtPool} takes it.
+    @param args: as L{deferToLibvirtPool} takes them.
+    @param kwargs: as L{deferToLibvirtPool} takes them.
+    @return: as L{deferToLibvirtPool} returns it.
     """
     return deferToLibvirtPool(reactor, function, *args, **kwargs)
 
@@ -182,6 +209,13 @@ class InThread:
 
         domain = await inThread(conn).lookupByName("web1")
         await inThread(domain).suspend()
+
+    An attribute that is not callable raises C{TypeError}.
+
+    @param target: the libvirt object (or any object) whose methods to run
+        on the pool; not C{None}.
+    @param reactor: the reactor whose pool runs the calls (see
+        L{deferToLibvirtPool}); the global reactor if C{None}.
     """
 
     def __init__(self, target: object, reactor: ThreadsReactor | None = None) -> None:
@@ -194,6 +228,13 @@ class InThread:
         return f"<InThread {self._target!r}>"
 
     def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+        """
+        The target's method C{name}, as a function that calls it on the
+        libvirt call pool and returns a Deferred of its result.
+
+        @param name: the method's name.
+        @raise TypeError: the target's C{name} is not callable.
+        """
         method = getattr(self._target, name)
         if not callable(method):
             raise TypeError(f"{name!r} of {self._target!r} is not a method")
@@ -206,7 +247,14 @@ class InThread:
 
 
 def inThread(target: object, reactor: ThreadsReactor | None = None) -> InThread:
-    """Wrap a libvirt object so that its methods run off the reactor thread."""
+    """
+    Wrap a libvirt object so that its methods run off the reactor thread.
+
+    @param target: the libvirt object (connection, domain...) to wrap.
+    @param reactor: the reactor whose pool runs the calls; the global
+        reactor if C{None}.
+    @return: an L{InThread} whose methods return Deferreds.
+    """
     return InThread(target, reactor)
 
 

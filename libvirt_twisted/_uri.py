@@ -36,7 +36,13 @@ def _userinfo(uri: str) -> tuple[int, int] | None:
 
 
 def maskURI(uri: str) -> str:
-    """C{uri} with the password of its user part, if any, replaced by ***."""
+    """
+    C{uri} with the password of its user part, if any, replaced by ***: a
+    URI safe to log.
+
+    @param uri: a libvirt URI (C{qemu+tcp://user:secret@host/system}...).
+    @return: the URI, masked (C{qemu+tcp://user:***@host/system}).
+    """
     where = _userinfo(uri)
     if where is None:
         return uri

@@ -89,8 +89,8 @@ class Event:
 
     @ivar family: one of L{FAMILIES}, or C{"connection"} for the close callback.
     @ivar kind: C{"<family>.<event id name>"}, e.g. C{"domain.lifecycle"}.
-    @ivar name: the object's name (a secret's usage id), or L{None}.
-    @ivar uuid: the object's UUID, or L{None} where it has none.
+    @ivar name: the object's name (a secret's usage id), or C{None}.
+    @ivar uuid: the object's UUID, or C{None} where it has none.
     @ivar fields: every other callback argument by name, codes by name; JSON
         data, frozen (mappings read-only, sequences as tuples).
     @ivar synthetic: true for an event that libvirt did not send: one that
@@ -131,6 +131,10 @@ def eventIDs(family: str) -> dict[str, int]:
     """
     Event id names (lower case, e.g. C{"lifecycle"}) to libvirt's ids, for
     one family, as the installed libvirt has them.
+
+    @param family: one of L{FAMILIES}.
+    @return: a new dict, e.g. C{{"lifecycle": 0, "reboot": 1, ...}}.
+    @raise ValueError: C{family} is not one of L{FAMILIES}.
     """
     return dict(eventIDsOf(_checkFamily(family)))
 
@@ -149,6 +153,11 @@ def lifecycleNames(family: str, event: int, detail: int) -> tuple[str, str]:
     A lifecycle event's event and detail codes by name, as L{decode} names
     them: C{("domain", 2, 0)} -> C{("STARTED", "BOOTED")}.  Networks', pools',
     node devices' and secrets' details are numbers, given as strings.
+
+    @param family: one of L{FAMILIES}.
+    @param event: the lifecycle event's code (C{VIR_<FAMILY>_EVENT_*}).
+    @param detail: its detail's code.
+    @return: C{(event name, detail name)}.
     """
     kind = f"{_checkFamily(family)}.lifecycle"
     if family == "domain":
@@ -162,6 +171,12 @@ def checkEventID(family: str, eventID: object) -> None:
     """
     Raise, naming the problem, unless C{eventID} is one of C{family}'s event
     ids in the installed libvirt.
+
+    @param family: one of L{FAMILIES}.
+    @param eventID: the id to check.
+    @raise TypeError: C{eventID} is not an int.
+    @raise ValueError: it is not one of C{family}'s ids, or C{family} is not
+        a family.
     """
     if not isinstance(eventID, int) or isinstance(eventID, bool):
         raise TypeError(f"{family} event id must be an int, not {eventID!r}")
@@ -174,12 +189,24 @@ def checkEventID(family: str, eventID: object) -> None:
 
 
 def closeReasonName(reason: int) -> str:
-    """A close reason's name: C{EOF}, C{KEEPALIVE}..."""
+    """
+    A close reason's name: C{EOF}, C{KEEPALIVE}...
+
+    @param reason: a C{VIR_CONNECT_CLOSE_REASON_*} code, as a close
+        callback receives it.
+    @return: its name, or C{"UNKNOWN(<reason>)"}.
+    """
     return str(closeEvent(reason).fields["reason"])
 
 
 def closeEvent(reason: int) -> Event:
-    """The close callback's C{reason} as a C{"connection.close"} event."""
+    """
+    The close callback's C{reason} as a C{"connection.close"} event.
+
+    @param reason: a C{VIR_CONNECT_CLOSE_REASON_*} code.
+    @return: an event of the C{"connection"} family, with no name or UUID,
+        its one field C{reason} named (C{"EOF"}...).
+    """
     named = codeName(CLOSE_REASON, _code("connection.close", "reason", reason))
     return Event("connection", "connection.close", None, None, {"reason": named})
 
@@ -190,6 +217,15 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
     connection and before the opaque, the object first, e.g. C{(dom, event,
     detail)} for a domain lifecycle event.  Unknown family or id: ValueError;
     wrong number or type of arguments: TypeError.
+
+    @param family: one of L{FAMILIES}.
+    @param eventID: the event id the callback was registered for
+        (C{libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE}...).
+    @param args: the callback's arguments after the connection and before
+        the opaque, the object first.
+    @return: the decoded event.
+    @raise ValueError: unknown family or event id.
+    @raise TypeError: wrong number or type of arguments.
     """
     kind, stem, names = _shape(family, _code(f"{family} event", "eventID", eventID))
     values = tuple(args)
@@ -229,7 +265,7 @@ def _decoded(
 
 @cache
 def _shape(family: str, eventID: int) -> tuple[str, str, tuple[str, ...] | None]:
-    """An event id's kind, dispatch stem and argument names (L{None}: unknown)."""
+    """An event id's kind, dispatch stem and argument names (C{None}: unknown)."""
     ids = {value: name for name, value in eventIDsOf(_checkFamily(family)).items()}
     if eventID not in ids:
         raise ValueError(f"the installed libvirt has no {family} event id {eventID!r}")
@@ -274,7 +310,7 @@ def _dispatchers(family: str) -> dict[str, str]:
 def _signature(family: str, idName: str) -> tuple[str, tuple[str, ...]] | None:
     """
     The dispatch stem and argument names (the object first) of an event id,
-    or L{None} if no dispatch method matches it; L{decode} then names the
+    or C{None} if no dispatch method matches it; L{decode} then names the
     arguments C{arg1}, C{arg2}...
     """
     dispatchers = _dispatchers(family)
