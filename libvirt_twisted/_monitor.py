@@ -12,7 +12,7 @@ health endpoint, systemd's notifications, and SIGHUP's reload.
 from __future__ import annotations
 
 import signal
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import libvirt
 from twisted.application.internet import backoffPolicy
@@ -33,6 +33,9 @@ from ._service import LibvirtService
 from ._systemd import Notifier, SystemdService, watchdogInterval
 from ._threads import deferToLibvirtPool, setThreadPoolSize
 from ._uri import maskURI
+
+if TYPE_CHECKING:
+    from ._amqppublisher import AMQPPublisher
 
 __all__ = ["Options", "makeService"]
 
@@ -64,11 +67,13 @@ def makeService(options: Options) -> IService:
     config = options.config
     stdout = claimStandardOutput() if config.output == "-" else None
     output = Output(config.output, config.format, reactor.seconds, stdout)  # type: ignore[arg-type]
+    publisher = _publisher(options, output, reactor)
     try:
         output.open()
     except OutputError as e:
         raise SystemExit(f"libvirt-monitor: {e}") from None
     top = MonitorService(output, reactor, options["config"], options.commandLine(), config)
+    top.publisher = publisher
     if config.metrics is not None:
         try:
             MonitorWeb(reactor, config.metrics, top.fleet.hosts).setServiceParent(top)  # type: ignore[no-untyped-call]
@@ -93,6 +98,23 @@ def makeService(options: Options) -> IService:
     return top
 
 
+def _publisher(options: Options, output: Output, reactor: MonitorReactor) -> AMQPPublisher | None:
+    """With C{--amqp}: the publisher, its spool open, fed by the output."""
+    if options.amqp is None or options.spool is None:
+        return None
+    from ._amqppublisher import AMQPPublisher
+    from ._spool import Spool, SpoolError
+
+    try:
+        spool = Spool(*options.spool)
+    except (SpoolError, ValueError) as e:
+        output.close()
+        raise SystemExit(f"libvirt-monitor: --spool {e}") from None
+    publisher = AMQPPublisher(options.amqp, spool, reactor)
+    output.publish = lambda record: publisher.publish(record).body
+    return publisher
+
+
 class MonitorService(MultiService):
     """
     The monitor's top service: the output is open before the hosts start and
@@ -114,6 +136,7 @@ class MonitorService(MultiService):
         self._reactor = reactor
         self._configPath = configPath
         self._commandLine = commandLine
+        self.publisher: AMQPPublisher | None = None
         self.fleet = Fleet(self._makeHost)
         self.fleet.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.fleet.apply(hostKeys(config))
@@ -139,6 +162,8 @@ class MonitorService(MultiService):
         return f"watching {len(hosts)} hosts, {up} connected"
 
     def startService(self) -> None:
+        if self.publisher is not None:
+            self.publisher.startService()
         super().startService()  # type: ignore[no-untyped-call]
         self._reactor.callWhenRunning(self._handleSignals)
 
@@ -187,6 +212,10 @@ class MonitorService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         stopped: Deferred[Any] = super().stopService()  # type: ignore[no-untyped-call]
+        # The publisher goes last: the hosts' last records are spooled first.
+        publisher = self.publisher
+        if publisher is not None:
+            stopped.addBoth(lambda result: publisher.stopService())
         stopped.addBoth(lambda result: self.output.close())
         return stopped
 

@@ -15,6 +15,8 @@ from typing import IO, Any, Literal
 from .events import Event
 
 Format = Literal["text", "json"]
+#: Takes a record, returns its JSON body as published.
+Publish = Callable[[Mapping[str, Any]], bytes]
 
 
 class RecordWriter:
@@ -25,14 +27,25 @@ class RecordWriter:
     A record is a flat mapping: C{time} (ISO 8601, UTC), C{uri} (password
     masked), C{kind} (C{domain.lifecycle}, C{connection.disconnected},
     C{inventory}...), then the kind's own fields.
+
+    @param publish: also hands every record to a publisher, which returns
+        its JSON body (stamped with C{seq} and C{monitor}): the JSON line is
+        that body, so that a file and a broker carry the same record.
     """
 
-    def __init__(self, stream: IO[str], format: Format, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        format: Format,
+        clock: Callable[[], float],
+        publish: Publish | None = None,
+    ) -> None:
         if format not in ("text", "json"):
             raise ValueError(f"unknown record format {format!r}; use text or json")
         self._stream = stream
         self._format = format
         self._clock = clock
+        self._publish = publish
         self.written = 0
 
     def event(self, uri: str, event: Event) -> None:
@@ -44,8 +57,12 @@ class RecordWriter:
     def write(self, uri: str, kind: str, fields: Mapping[str, Any]) -> None:
         """Write one record."""
         record = {"time": _isoTime(self._clock()), "uri": uri, "kind": kind, **fields}
+        body = self._publish(record) if self._publish is not None else None
         if self._format == "json":
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+            if body is not None:
+                line = body.decode("utf-8")
+            else:
+                line = json.dumps(record, separators=(",", ":"), allow_nan=False)
         else:
             line = _text(record)
         self._stream.write(line + "\n")
@@ -98,8 +115,10 @@ class Output:
         format: Format,
         clock: Callable[[], float],
         stdout: IO[str] | None = None,
+        publish: Publish | None = None,
     ) -> None:
         self.path = path
+        self.publish = publish
         self.format = format
         self._clock = clock
         self._stdout = stdout
@@ -109,7 +128,7 @@ class Output:
     def open(self) -> None:
         """Open the output; L{OutputError} if it cannot be opened or created."""
         self._stream = self._openStream(self.path)
-        self._writer = RecordWriter(self._stream, self.format, self._clock)
+        self._writer = RecordWriter(self._stream, self.format, self._clock, self.publish)
 
     def _openStream(self, path: str) -> IO[str]:
         if path == "-":
@@ -134,7 +153,7 @@ class Output:
         if format is not None:
             self.format = format
         written = self._writer.written if self._writer is not None else 0
-        self._writer = RecordWriter(stream, self.format, self._clock)
+        self._writer = RecordWriter(stream, self.format, self._clock, self.publish)
         self._writer.written = written
         if old is not None and old is not stream and oldPath != "-":
             old.close()

@@ -1,0 +1,283 @@
+"""
+The monitor's AMQP output against a private RabbitMQ: routing keys and
+bodies, a broker killed and restarted under load, a broker down at start and
+a monitor restarted on its spool, a full spool, and bad settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ._harness import churn, spawnPython, startDaemon, until
+from ._monitorprocess import Monitor, has, spawnMonitor
+from ._producers import spawnProducer
+from ._rabbitmq import PrivateRabbitMQ, requireRabbitMQ
+
+EXCHANGE = "libvirt"
+EXAMPLES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples"
+)
+HOST = socket.gethostname().replace(".", "_")
+
+
+def bindQueue(url: str, queue: str, key: str = "#", exchange: str = EXCHANGE) -> None:
+    """
+    A durable queue bound to the exchange, declared as the monitor does
+    (a topic exchange), or as a direct one if its name says so.
+    """
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        kind = "direct" if exchange.startswith("direct") else "topic"
+        channel.exchange_declare(exchange, exchange_type=kind, durable=True)
+        channel.queue_declare(queue, durable=True)
+        channel.queue_purge(queue)
+        channel.queue_bind(queue, exchange, routing_key=key)
+    finally:
+        connection.close()
+
+
+def drain(url: str, queue: str) -> list[tuple[str, bytes]]:
+    """Every message in C{queue} now: routing key and body, acknowledged."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    messages: list[tuple[str, bytes]] = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return messages
+            messages.append((str(method.routing_key), body or b""))
+    finally:
+        connection.close()
+
+
+class Collector:
+    """Messages of a queue, drained again until a condition holds."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.url, self.queue = url, queue
+        self.messages: list[tuple[str, bytes]] = []
+
+    async def until(self, condition: Callable[[list[dict[str, Any]]], bool]) -> None:
+        async def check() -> bool:
+            self.messages += await deferToThread(drain, self.url, self.queue)
+            return condition(self.records())
+
+        deadline = 60.0
+        while not await check():
+            deadline -= 0.2
+            if deadline < 0:
+                raise AssertionError(f"{self.queue}: condition not met: {len(self.messages)}")
+            await until(lambda: True, timeout=0.2, interval=0.2)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.messages]
+
+
+def lifecycleNames(records: list[dict[str, Any]], prefix: str) -> set[tuple[str, str]]:
+    return {
+        (r["name"], r["event"])
+        for r in records
+        if r["kind"] == "domain.lifecycle" and str(r.get("name")).startswith(prefix)
+    }
+
+
+class AMQPTests(TestCase):
+    """One broker for the class: started by the first test, stopped at exit."""
+
+    timeout = 180
+    broker: PrivateRabbitMQ | None = None
+
+    def setUp(self) -> None:
+        requireRabbitMQ()
+        if AMQPTests.broker is None:
+            AMQPTests.broker = PrivateRabbitMQ()
+            AMQPTests.broker.start()
+        self.rabbit = AMQPTests.broker
+        self.queue = self.id().rsplit(".", 1)[-1]
+
+    def monitor(self, *args: str, spool: str | None = None) -> Monitor:
+        self.spool = spool or os.path.abspath(self.mktemp())
+        return spawnMonitor(
+            self, "--format", "json", "--amqp", self.rabbit.url, "--spool", self.spool, *args
+        )
+
+    async def test_recordsHaveTheDocumentedKeysAndTheJSONLinesAsBodies(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        monitor = self.monitor("--uri", daemon.testURI)
+        await monitor.when(has("inventory", daemon.testURI))
+        await deferToThread(churn, daemon.testURI, "keyed")
+        await monitor.when(has("domain.lifecycle", name="keyed", event="STOPPED"))
+        self.assertEqual(await monitor.terminate(), 0)
+        collected = Collector(self.rabbit.url, self.queue)
+        await collected.until(
+            lambda records: bool(records) and records[-1]["kind"] == "connection.stopped"
+        )
+        lines = [line.encode() for line in monitor.text]
+        self.assertEqual([body for _, body in collected.messages], lines)
+        keys = [key for key, _ in collected.messages]
+        self.assertEqual(keys[:2], [f"{HOST}.connection.connected._", f"{HOST}.inventory._._"])
+        self.assertIn(f"{HOST}.domain.lifecycle.STARTED", keys)
+        self.assertIn(f"{HOST}.domain.lifecycle.STOPPED", keys)
+        records = collected.records()
+        self.assertEqual(
+            [r["seq"] for r in records],
+            list(range(records[0]["seq"], records[0]["seq"] + len(records))),
+        )
+        self.assertEqual({r["monitor"] for r in records}, {records[0]["monitor"]})
+
+    async def test_theExampleConsumerPrintsTheRecords(self) -> None:
+        daemon = startDaemon(self)
+        key = "*.domain.lifecycle.*"
+        await deferToThread(bindQueue, self.rabbit.url, self.queue, key)
+        consumer = Monitor()
+        example = os.path.join(EXAMPLES, "consumer.py")
+        args = [example, self.rabbit.url, "--queue", self.queue, "--bind", key, "--count", "2"]
+        consumer.process = spawnPython(self, consumer, args, consumer.ended)
+        monitor = self.monitor("--uri", daemon.testURI)
+        await monitor.when(has("inventory", daemon.testURI))
+        await deferToThread(churn, daemon.testURI, "consumed")
+        self.assertEqual(await consumer.ended, 0)
+        self.assertEqual(
+            [(r["name"], r["event"]) for r in consumer.records],
+            [("consumed", "STARTED"), ("consumed", "STOPPED")],
+        )
+        published = [r for r in monitor.records if r.get("name") == "consumed"]
+        self.assertEqual(consumer.records, published)
+        self.assertEqual(await monitor.terminate(), 0)
+
+    async def test_brokerKilledAndRestartedUnderLoad(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue, "*.domain.lifecycle.*")
+        monitor = self.monitor("--uri", daemon.testURI, "--events", "domain.lifecycle")
+        await monitor.when(has("inventory", daemon.testURI))
+        producers = [spawnProducer(self, daemon.testURI, f"load{i}", 1500) for i in range(2)]
+        await monitor.when(has("domain.lifecycle", count=1000))
+        await deferToThread(self.rabbit.kill)
+        await monitor.when(has("domain.lifecycle", count=3000))
+        await deferToThread(self.rabbit.restart)
+        for producer in producers:
+            await producer.ended
+        expected = {
+            (f"load{i}-{n}", e)
+            for i in range(2)
+            for n in range(1500)
+            for e in ("STARTED", "STOPPED")
+        }
+        collected = Collector(self.rabbit.url, self.queue)
+        await collected.until(lambda records: lifecycleNames(records, "load") >= expected)
+        self.assertEqual(await monitor.terminate(), 0)
+        records = collected.records()
+        bySeq: dict[int, bytes] = {}
+        for _, body in collected.messages:
+            seq = json.loads(body)["seq"]
+            self.assertEqual(bySeq.setdefault(seq, body), body, "a duplicate differs")
+        ordered = [json.loads(bySeq[seq]) for seq in sorted(bySeq)]
+        started = {r["name"]: r["seq"] for r in ordered if r["event"] == "STARTED"}
+        for r in ordered:
+            if r["event"] == "STOPPED":
+                self.assertLess(started[r["name"]], r["seq"])
+        self.assertEqual(len(ordered), len({r["seq"] for r in records}))
+
+    async def test_brokerDownAtStartThenTheMonitorRestartedOnItsSpool(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await deferToThread(self.rabbit.kill)
+        try:
+            first = self.monitor("--uri", daemon.testURI)
+            await first.when(has("inventory", daemon.testURI))
+            for i in range(20):
+                await deferToThread(churn, daemon.testURI, f"spooled-{i}")
+            await first.when(has("domain.lifecycle", name="spooled-19", event="STOPPED"))
+            self.assertEqual(await first.terminate(), 0)
+        finally:
+            await deferToThread(self.rabbit.restart)
+        second = self.monitor("--uri", daemon.testURI, spool=self.spool)
+        await second.when(has("inventory", daemon.testURI))
+        collected = Collector(self.rabbit.url, self.queue)
+        wanted = [line.encode() for line in first.text]
+        await collected.until(lambda records: {b for _, b in collected.messages} >= set(wanted))
+        self.assertEqual(await second.terminate(), 0)
+        self.assertEqual([b for _, b in collected.messages][: len(wanted)], wanted)
+
+    async def test_aFullSpoolDropsTheOldest(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await deferToThread(self.rabbit.kill)
+        try:
+            monitor = self.monitor(
+                "--uri", daemon.testURI, "--events", "domain.lifecycle", "--spool-size", "256K"
+            )
+            await monitor.when(has("inventory", daemon.testURI))
+            producer = spawnProducer(self, daemon.testURI, "full", 1500)
+            await producer.ended
+            await monitor.when(has("domain.lifecycle", name="full-1499", event="STOPPED"))
+            size = sum(os.path.getsize(os.path.join(self.spool, n)) for n in os.listdir(self.spool))
+            self.assertLess(size, 256 * 1024 + 64 * 1024)
+        finally:
+            await deferToThread(self.rabbit.restart)
+        collected = Collector(self.rabbit.url, self.queue)
+        await collected.until(
+            lambda records: ("full-1499", "STOPPED") in lifecycleNames(records, "full")
+        )
+        self.assertEqual(await monitor.terminate(), 0)
+        got = lifecycleNames(collected.records(), "full")
+        self.assertNotIn(("full-0", "STARTED"), got)
+        with open(monitor.logfile) as f:
+            self.assertIn("full: dropped the", f.read())
+
+    async def test_badSettings(self) -> None:
+        daemon = startDaemon(self)
+        for args, message in [
+            (["--amqp", "http://127.0.0.1/"], "--amqp must be an amqp:// or amqps:// URL"),
+            (["--amqp", "amqp://h:port/"], "the port is not a number"),
+            (["--amqp", self.rabbit.url], "--amqp needs --spool DIR"),
+        ]:
+            monitor = spawnMonitor(self, "--uri", daemon.testURI, *args)
+            self.assertNotEqual(await monitor.ended, 0)
+            lines = monitor.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, monitor.stderr)
+            self.assertIn(message, lines[0])
+
+    async def test_refusalsAreLoggedOnceWhileEventsFlow(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, "direct-queue", "k", "direct-x")
+        base = self.rabbit.url.rsplit("/", 1)[0]
+        wrongPassword = base.replace("guest:guest@", "guest:wrong@") + "/%2F"
+        for args, message in [
+            (["--amqp", wrongPassword], "ACCESS_REFUSED"),
+            (["--amqp", base + "/nowhere"], "nowhere"),
+            (["--amqp", self.rabbit.url, "--amqp-exchange", "direct-x"], "PRECONDITION_FAILED"),
+        ]:
+            monitor = self.monitor("--uri", daemon.testURI, *args)
+            await monitor.when(has("inventory", daemon.testURI))
+            # Three attempts, each refused: one error in the log, then quiet.
+            logfile = monitor.logfile
+            await until(lambda: _read(logfile).count("again:") >= 2, timeout=30)  # noqa: B023
+            log = _read(logfile)
+            errors = [line for line in log.splitlines() if "#error] AMQP: cannot publish" in line]
+            self.assertEqual(len(errors), 1, errors)
+            self.assertIn(message, errors[0])
+            self.assertNotIn("wrong", log)
+            self.assertNotIn("Traceback", log)
+            await deferToThread(churn, daemon.testURI, "flowing")
+            await monitor.when(has("domain.lifecycle", name="flowing", event="STOPPED"))
+            self.assertEqual(await monitor.terminate(), 0)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
