@@ -66,7 +66,13 @@ def makeService(options: Options) -> IService:
     reactor = cast(MonitorReactor, globalReactor)
     config = options.config
     stdout = claimStandardOutput() if config.output == "-" else None
-    output = Output(config.output, config.format, reactor.seconds, stdout)  # type: ignore[arg-type]
+    output = Output(
+        config.output,
+        config.format,  # type: ignore[arg-type]
+        reactor.seconds,
+        stdout,
+        later=lambda flush: reactor.callLater(0, flush),
+    )
     publisher = _publisher(options, output, reactor)
     try:
         output.open()

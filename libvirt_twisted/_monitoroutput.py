@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import IO, Any, Literal
 
 from .events import Event
@@ -17,6 +18,8 @@ from .events import Event
 Format = Literal["text", "json"]
 #: Takes a record, returns its JSON body as published.
 Publish = Callable[[Mapping[str, Any]], bytes]
+#: Calls a function on a later reactor turn.
+Later = Callable[[Callable[[], None]], object]
 
 
 class RecordWriter:
@@ -39,6 +42,7 @@ class RecordWriter:
         format: Format,
         clock: Callable[[], float],
         publish: Publish | None = None,
+        later: Later | None = None,
     ) -> None:
         if format not in ("text", "json"):
             raise ValueError(f"unknown record format {format!r}; use text or json")
@@ -46,6 +50,8 @@ class RecordWriter:
         self._format = format
         self._clock = clock
         self._publish = publish
+        self._later = later
+        self._flushing = False
         self.written = 0
 
     def event(self, uri: str, event: Event) -> None:
@@ -56,23 +62,43 @@ class RecordWriter:
 
     def write(self, uri: str, kind: str, fields: Mapping[str, Any]) -> None:
         """Write one record."""
-        record = {"time": _isoTime(self._clock()), "uri": uri, "kind": kind, **fields}
+        record = {"time": isoTime(self._clock()), "uri": uri, "kind": kind, **fields}
         body = self._publish(record) if self._publish is not None else None
         if self._format == "json":
-            if body is not None:
-                line = body.decode("utf-8")
-            else:
-                line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+            line = body.decode("utf-8") if body is not None else _encode(record)
         else:
             line = _text(record)
         self._stream.write(line + "\n")
-        self._stream.flush()
         self.written += 1
+        if self._later is None:
+            self._stream.flush()
+        elif not self._flushing:
+            # Once per reactor turn: every record of a burst in one write.
+            self._flushing = True
+            self._later(self.flush)
+
+    def flush(self) -> None:
+        """Hand what is written to the operating system."""
+        self._flushing = False
+        if not self._stream.closed:
+            self._stream.flush()
 
 
-def _isoTime(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def isoTime(seconds: float) -> str:
+    """C{seconds} since the epoch as ISO 8601 in UTC, to the microsecond."""
+    whole = int(seconds)
+    micro = round((seconds - whole) * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    return f"{_secondOf(whole)}.{micro:06d}Z"
+
+
+@lru_cache(maxsize=4)
+def _secondOf(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def _text(record: Mapping[str, Any]) -> str:
@@ -116,9 +142,11 @@ class Output:
         clock: Callable[[], float],
         stdout: IO[str] | None = None,
         publish: Publish | None = None,
+        later: Later | None = None,
     ) -> None:
         self.path = path
         self.publish = publish
+        self._later = later
         self.format = format
         self._clock = clock
         self._stdout = stdout
@@ -128,7 +156,9 @@ class Output:
     def open(self) -> None:
         """Open the output; L{OutputError} if it cannot be opened or created."""
         self._stream = self._openStream(self.path)
-        self._writer = RecordWriter(self._stream, self.format, self._clock, self.publish)
+        self._writer = RecordWriter(
+            self._stream, self.format, self._clock, self.publish, self._later
+        )
 
     def _openStream(self, path: str) -> IO[str]:
         if path == "-":
@@ -153,14 +183,19 @@ class Output:
         if format is not None:
             self.format = format
         written = self._writer.written if self._writer is not None else 0
-        self._writer = RecordWriter(stream, self.format, self._clock, self.publish)
+        if old is not None and not old.closed:
+            old.flush()
+        self._writer = RecordWriter(stream, self.format, self._clock, self.publish, self._later)
         self._writer.written = written
         if old is not None and old is not stream and oldPath != "-":
             old.close()
 
     def close(self) -> None:
-        if self._stream is not None and self.path != "-":
-            self._stream.close()
+        if self._stream is not None:
+            if self.path != "-":
+                self._stream.close()
+            else:
+                self._stream.flush()
         self._stream = None
         self._writer = None
 

@@ -370,6 +370,9 @@ def _subject(value: Any) -> Any:
     return safe
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _safe(value: Any) -> Any:
     """
     C{value} as frozen JSON data: mappings read-only with string keys,
@@ -392,7 +395,9 @@ def _safe(value: Any) -> Any:
 def _thaw(value: Any) -> Any:
     """Frozen JSON data as new dicts and lists."""
     if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
+        return {
+            key: item if item.__class__ in _SCALARS else _thaw(item) for key, item in value.items()
+        }
     if isinstance(value, tuple):
         return [_thaw(item) for item in value]
     return value

@@ -5,9 +5,11 @@ the private daemon.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 import libvirt
@@ -16,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import LibvirtService, _monitor, events
 from libvirt_twisted._hostmonitor import HostMonitor
-from libvirt_twisted._monitoroutput import Output
+from libvirt_twisted._monitoroutput import Output, RecordWriter, isoTime
 from libvirt_twisted._resync import GRACE
 
 from ._harness import daemonClients, startDaemon, testDomainXML, until
@@ -314,3 +316,27 @@ class OptionsTests(SynchronousTestCase):
             with self.assertRaises(SystemExit) as raised:
                 self.parse(*args)
             self.assertTrue(str(raised.exception.code).startswith("libvirt-monitor: "))
+
+
+class RecordWriterTests(SynchronousTestCase):
+    """Records as lines: the time's format, and one flush per reactor turn."""
+
+    def test_isoTimeAgreesWithDatetime(self) -> None:
+        for seconds in (0.0, 1.5, 1796173648.186347, 1796173648.9999996, 951782400.000001):
+            expected = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+            self.assertEqual(isoTime(seconds), expected.replace("+00:00", "Z"), seconds)
+
+    def test_aBurstIsFlushedOnceOnTheNextTurn(self) -> None:
+        clock = Clock()
+        stream = io.StringIO()
+        flushes: list[int] = []
+        stream.flush = lambda: flushes.append(len(stream.getvalue()))  # type: ignore[method-assign]
+        writer = RecordWriter(stream, "json", clock.seconds, later=lambda f: clock.callLater(0, f))
+        for n in range(3):
+            writer.write("test:///default", "domain.lifecycle", {"n": n})
+        self.assertEqual(flushes, [])
+        clock.advance(0)
+        self.assertEqual(flushes, [len(stream.getvalue())])
+        self.assertEqual(
+            [json.loads(line)["n"] for line in stream.getvalue().splitlines()], [0, 1, 2]
+        )
