@@ -94,7 +94,10 @@ class OrderTests(SpoolCase):
         directory = self.mktemp()
         spool = self.spool(directory)
         items = [spool.add({"text": "é, ok", "n": n}) for n in range(3)]
-        self.assertNotIn(b", ", items[0].body.replace(b"\\u00e9, ok", b""))
+        monitor = spool.monitorId.encode()
+        self.assertEqual(
+            items[0].body, b'{"text":"\\u00e9, ok","n":0,"seq":1,"monitor":"%s"}' % monitor
+        )
         (name,) = segmentFiles(directory)
         self.assertEqual(name, f"segment-{1:020d}.jsonl")
         with open(os.path.join(directory, name), "rb") as f:
@@ -193,6 +196,19 @@ class RestartTests(SpoolCase):
         self.assertEqual((len(again), again.size, again.confirmed), (0, 0, 30))
         self.assertEqual(again.unsent(10), [])
         self.assertEqual(again.add({}).seq, 31)
+
+    def test_seqGoesOnWhenTheNewestSegmentsWereConfirmedAndDeleted(self) -> None:
+        directory = self.mktemp()
+        spool = self.spool(directory, segmentBytes=200)
+        for item in self.fill(spool, 20)[1:]:
+            spool.confirm(item.seq)
+        spool.close()
+        self.assertEqual(len(segmentFiles(directory)), 1)  # the one with seq 1
+        again = self.spool(directory, segmentBytes=200)
+        replayed = seqs(again.unsent(100))  # 1 and, at least once, the rest of its segment
+        self.assertEqual(replayed, list(range(1, len(replayed) + 1)))
+        self.assertLess(len(replayed), 10)
+        self.assertEqual(again.add({}).seq, 21)
 
     def test_aCrashedSpoolReplaysFromACopyOfItsDirectory(self) -> None:
         directory = self.mktemp()
