@@ -12,6 +12,7 @@ domain's series go with it, since nothing is kept between scrapes).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
@@ -20,6 +21,16 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ._hostmonitor import HostMonitor
 
 PREFIX = "libvirt_monitor_"
+
+
+class SpoolStats(Protocol):
+    """What the metrics read of the AMQP output's spool (attributes only)."""
+
+    dropped: int
+
+    def __len__(self) -> int: ...
+    @property
+    def size(self) -> int: ...
 
 
 class MonitorCollector(Collector):
@@ -32,14 +43,32 @@ class MonitorCollector(Collector):
     atomic, so a scrape sees each host's counts as they were at one moment.
     """
 
-    def __init__(self, hosts: Callable[[], Iterable[HostMonitor]]) -> None:
+    def __init__(
+        self, hosts: Callable[[], Iterable[HostMonitor]], spool: SpoolStats | None = None
+    ) -> None:
         self._hosts = hosts
+        self._spool = spool
 
     def collect(self) -> Iterator[Metric]:
         families = _Families()
         for host in list(self._hosts()):
             families.add(host)
         yield from families.all()
+        if self._spool is not None:
+            yield from _spoolFamilies(self._spool)
+
+
+def _spoolFamilies(spool: SpoolStats) -> Iterator[Metric]:
+    """The AMQP output's spool: records waiting, their bytes, records dropped."""
+    yield GaugeMetricFamily(
+        PREFIX + "spool_records", "Records waiting for the broker's confirmation.", len(spool)
+    )
+    yield GaugeMetricFamily(PREFIX + "spool_bytes", "Bytes the spool holds on disk.", spool.size)
+    yield CounterMetricFamily(
+        PREFIX + "spool_dropped_records",
+        "Records dropped unconfirmed because the spool was full.",
+        spool.dropped,
+    )
 
 
 class _Families:
@@ -116,12 +145,14 @@ class _Families:
         yield self.domainState
 
 
-def monitorRegistry(hosts: Callable[[], Iterable[HostMonitor]]) -> CollectorRegistry:
+def monitorRegistry(
+    hosts: Callable[[], Iterable[HostMonitor]], spool: SpoolStats | None = None
+) -> CollectorRegistry:
     """
     A registry of the monitor's own: its metrics and its process's (memory,
     CPU, open files), not whatever else the program registered globally.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(hosts))
+    registry.register(MonitorCollector(hosts, spool))
     ProcessCollector(registry=registry)
     return registry

@@ -82,7 +82,9 @@ def makeService(options: Options) -> IService:
     top.publisher = publisher
     if config.metrics is not None:
         try:
-            MonitorWeb(reactor, config.metrics, top.fleet.hosts).setServiceParent(top)  # type: ignore[no-untyped-call]
+            spool = publisher.spool if publisher is not None else None
+            web = MonitorWeb(reactor, config.metrics, top.fleet.hosts, spool)
+            web.setServiceParent(top)  # type: ignore[no-untyped-call]
         except MetricsEndpointError as e:
             output.close()
             raise SystemExit(f"libvirt-monitor: {e}") from None

@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ._hostmonitor import HostMonitor
-from ._metrics import monitorRegistry
+from ._metrics import SpoolStats, monitorRegistry
 
 log = Logger()
 
@@ -63,14 +63,14 @@ class Readyz(Resource):
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
-def monitorSite(hosts: Hosts) -> Site:
+def monitorSite(hosts: Hosts, spool: SpoolStats | None = None) -> Site:
     """The site: metrics from prometheus_client's own Twisted resource, and health."""
     # Imported here: prometheus_client.twisted imports the global reactor,
     # which must be the one twistd chose.
     from prometheus_client.twisted import MetricsResource
 
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(monitorRegistry(hosts)))
+    root.putChild(b"metrics", MetricsResource(monitorRegistry(hosts, spool)))
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(hosts))
     site = Site(root)
@@ -89,7 +89,9 @@ class MonitorWeb(Service):
     listening when the service stops.
     """
 
-    def __init__(self, reactor: Any, description: str, hosts: Hosts) -> None:
+    def __init__(
+        self, reactor: Any, description: str, hosts: Hosts, spool: SpoolStats | None = None
+    ) -> None:
         try:
             endpoint = serverFromString(reactor, description)
         except (ValueError, TypeError, KeyError) as e:
@@ -98,7 +100,7 @@ class MonitorWeb(Service):
         self.port: IListeningPort | None = None
         self._error: str | None = None
         self._starting = True
-        endpoint.listen(monitorSite(hosts)).addCallbacks(self._listening, self._failed)
+        endpoint.listen(monitorSite(hosts, spool)).addCallbacks(self._listening, self._failed)
         self._starting = False
         if self._error is not None:
             raise MetricsEndpointError(f"--metrics {description!r}: {self._error}")

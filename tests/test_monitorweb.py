@@ -18,6 +18,7 @@ from libvirt_twisted import LibvirtService
 from libvirt_twisted._hostmonitor import HostMonitor
 from libvirt_twisted._monitoroutput import Output
 from libvirt_twisted._monitorweb import MetricsEndpointError, MonitorWeb
+from libvirt_twisted._spool import Spool
 
 from ._harness import startDaemon, testDomainXML, until
 from ._http import freePort, get, getUntil
@@ -96,6 +97,23 @@ class MonitorWebTests(TestCase):
         for body in (metrics, ready):
             self.assertNotIn(b"s3cret", body)
             self.assertIn(b"monitor:***@", body)
+
+    async def test_theSpoolsCounts(self) -> None:
+        spool = Spool(os.path.abspath(self.mktemp()), 256 * 1024, 64 * 1024)
+        self.addCleanup(spool.close)
+        for n in range(3):
+            spool.add({"kind": "domain.lifecycle", "n": n})
+        spool.confirm(1)
+        web = MonitorWeb(reactor, "tcp:0:interface=127.0.0.1", lambda: [], spool)
+        web.startService()
+        self.addCleanup(web.stopService)
+        assert web.port is not None
+        port = web.port.getHost().port  # type: ignore[attr-defined]
+        _, body = await get(f"http://127.0.0.1:{port}/metrics")
+        samples = _samples(body.decode())
+        self.assertEqual(samples["libvirt_monitor_spool_records"][0].value, 2.0)
+        self.assertEqual(samples["libvirt_monitor_spool_bytes"][0].value, float(spool.size))
+        self.assertEqual(samples["libvirt_monitor_spool_dropped_records_total"][0].value, 0.0)
 
     async def test_healthz(self) -> None:
         code, body = await get(self.web() + "/healthz")
