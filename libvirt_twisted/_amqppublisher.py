@@ -38,6 +38,8 @@ _KEYS_KEPT = 100_000
 #: Seconds between heartbeats unless the URL says: a hung broker is seen after
 #: about one and a half to two and a half of them.
 HEARTBEAT = 10
+#: Seconds a connection attempt (TCP, AMQP handshake, channel) may take.
+ATTEMPT_TIMEOUT = 30.0
 
 # pika logs through the standard library; what matters it tells us through
 # its Deferreds, and the publisher logs that once, in Twisted's log.
@@ -152,6 +154,9 @@ class AMQPPublisher(Service):
             self._opened(connection, channel)
 
         self._attempt = Deferred.fromCoroutine(attempt())
+        # A broker that accepts the connection but never answers (hung, or
+        # behind a black hole) would hold the attempt for ever.
+        self._attempt.addTimeout(ATTEMPT_TIMEOUT, self._clock)  # type: ignore[arg-type]
         self._attempt.addErrback(self._refused, connection)
         self._attempt.addBoth(self._attempted)
 
@@ -189,6 +194,10 @@ class AMQPPublisher(Service):
         if connection is self._connection:
             self._connection = self._channel = None
             if not self._stopping:
+                # Why pika closed it (a heartbeat timeout...), if it says.
+                why = getattr(connection, "closedByBroker", None)
+                if why is not None:
+                    reason = Failure(why)  # type: ignore[no-untyped-call]
                 self._report(reason, "lost")
                 self._again()
 
@@ -314,8 +323,9 @@ def _connectionClass() -> type:
         closedByBroker: Exception | None = None
 
         def connectionLost(self, reason: Failure = connectionDone) -> None:
-            # The broker says why it closes (ACCESS_REFUSED...) before it
-            # closes; pika's adapter then replaces that with ConnectionDone.
+            # The broker says why it closes (ACCESS_REFUSED...), or pika why it
+            # closes (a missed heartbeat), before the connection goes; pika's
+            # adapter then replaces that with ConnectionDone.
             pending = getattr(self._impl, "_error", None)
             if isinstance(pending, Exception) and reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
                 self.closedByBroker = pending

@@ -210,6 +210,28 @@ class AMQPTests(TestCase):
         self.assertEqual(await second.terminate(), 0)
         self.assertEqual([b for _, b in collected.messages][: len(wanted)], wanted)
 
+    async def test_aHungBrokerIsSeenThroughHeartbeats(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        monitor = self.monitor("--uri", daemon.testURI, "--amqp", self.rabbit.url + "?heartbeat=2")
+        await monitor.when(has("inventory", daemon.testURI))
+        logfile = monitor.logfile
+        await until(lambda: "AMQP: publishing to" in _read(logfile))
+        await deferToThread(self.rabbit.pause)
+        try:
+            await deferToThread(churn, daemon.testURI, "while-hung")
+            await monitor.when(has("domain.lifecycle", name="while-hung", event="STOPPED"))
+            # pika misses two heartbeats, then gives up on the connection.
+            await until(lambda: "AMQP: lost" in _read(logfile), timeout=40)
+            [lost] = [line for line in _read(logfile).splitlines() if "AMQP: lost" in line]
+            self.assertIn("Heartbeat", lost)
+        finally:
+            await deferToThread(self.rabbit.resume)
+        collected = Collector(self.rabbit.url, self.queue)
+        wanted = {("while-hung", "STARTED"), ("while-hung", "STOPPED")}
+        await collected.until(lambda records: lifecycleNames(records, "while-hung") >= wanted)
+        self.assertEqual(await monitor.terminate(), 0)
+
     async def test_aFullSpoolDropsTheOldest(self) -> None:
         daemon = startDaemon(self)
         await deferToThread(bindQueue, self.rabbit.url, self.queue)
