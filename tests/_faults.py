@@ -23,9 +23,13 @@ from twisted.trial.unittest import TestCase
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtConnection, LibvirtService
 from libvirt_twisted.testing import STARTER_THREAD, DaemonError, PrivateLibvirtd
 
+from . import _prometheus, _rabbitmq
 from ._anchor import Anchor, spawnAnchor
 from ._harness import LOOP, Recorder, openFds, qemuDomainXML, startDaemon, testDomainXML
 from ._monitorprocess import Monitor, has, spawnMonitor
+
+#: Threads of the test harness that live as long as the process, by name.
+HARNESS_THREADS = (STARTER_THREAD, _rabbitmq.STARTER_THREAD, _prometheus.STARTER_THREAD)
 
 #: Keepalive for the fault tests: a frozen daemon is noticed within
 #: INTERVAL * (COUNT + 1) seconds, and must be within one second more.
@@ -199,7 +203,7 @@ class FaultRig:
             t.name
             for t in threading.enumerate()
             if t is not threading.main_thread()
-            and not t.name.startswith(("PoolThread-", "libvirt-call-", STARTER_THREAD))
+            and not t.name.startswith(("PoolThread-", "libvirt-call-", *HARNESS_THREADS))
         ]
         self.case.assertEqual(strays, [], f"{fault}: threads outside the bounded pools")
 
