@@ -4,8 +4,10 @@ LibvirtConnection: one libvirt connection's lifetime, in Twisted terms.
 The connection holds its L{Registrations} (the events registered with
 libvirt), a L{Delivery} (how their events reach listeners) and its
 L{CloseListeners} (who hears that it closed), and its event methods come
-from L{EventMethods}.  This module holds the rest: wrapping, forwarding,
-and the one way from open to closed.
+from L{LibvirtConnectionEvents}.  This module holds the rest: wrapping,
+forwarding, and the one way from open to closed.  A type checker sees the
+forwarded methods as virConnect's, and those of C{connection.inThread} as
+theirs returning Deferreds (L{LibvirtConnectionInThread}).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 from twisted.internet.defer import Deferred, succeed
@@ -23,7 +25,7 @@ from ._closelisteners import CloseListeners
 from ._debug import closing, opened, timed
 from ._delivery import CloseDispatcher, Delivery, Target
 from ._eventloop import EventLoop
-from ._eventmethods import EventMethods
+from ._eventmethods import LibvirtConnectionEvents
 from ._install import NoEventLoopError, checkWatched, errorsExpected, installed
 from ._reactor import ThreadsReactor, fromThreads, resolve
 from ._registrations import ConnectionClosedError, Registrations, quietly
@@ -32,6 +34,17 @@ from ._statewait import DomainSpec, StateWait, checkStates, waitOn
 from ._threads import InThread, deferToLibvirtPool
 from ._uri import isEmbedded, maskURI, openURI
 from .events import closeReasonName
+
+if TYPE_CHECKING:
+    from ._connectionapi import ConnectInThread, VirConnectMethods, deferred
+
+    # What a type checker sees: the methods the wrapper forwards, with
+    # libvirt-python's annotations, and in a thread, returning Deferreds.
+    _Forwarded = VirConnectMethods
+    _ConnectionInThreadBase = ConnectInThread
+else:
+    _Forwarded = object
+    _ConnectionInThreadBase = InThread
 
 log = Logger()
 
@@ -59,7 +72,7 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class LibvirtConnection(EventMethods):
+class LibvirtConnection(LibvirtConnectionEvents, _Forwarded):
     """
     Wraps an open C{libvirt.virConnect} (opened after L{install}): callbacks
     become Deferreds and queues, every event registration made through it is
@@ -185,18 +198,22 @@ class LibvirtConnection(EventMethods):
     def __repr__(self) -> str:
         return f"<LibvirtConnection {self.state.value} callbacks={len(self._registrations)}>"
 
-    def __getattr__(self, name: str) -> Any:
-        """
-        Anything not defined here is the wrapped C{virConnect}'s; in debug
-        mode (see L{install}) its methods are timed on the reactor thread.
+    if not TYPE_CHECKING:
+        # A type checker sees the forwarded methods as virConnect's
+        # (VirConnectMethods): a name virConnect does not have is an error.
 
-        @param name: the attribute's name.
-        """
-        attribute = getattr(self.virConnect, name)
-        limit = self._loop.slowCallThreshold
-        if limit is not None and callable(attribute):
-            return timed(attribute, name, limit, self._loop.onReactorThread, self.maskedURI)
-        return attribute
+        def __getattr__(self, name: str) -> Any:
+            """
+            Anything not defined here is the wrapped C{virConnect}'s; in debug
+            mode (see L{install}) its methods are timed on the reactor thread.
+
+            @param name: the attribute's name.
+            """
+            attribute = getattr(self.virConnect, name)
+            limit = self._loop.slowCallThreshold
+            if limit is not None and callable(attribute):
+                return timed(attribute, name, limit, self._loop.onReactorThread, self.maskedURI)
+            return attribute
 
     def registerCloseCallback(self, cb: Callable[..., object], opaque: Any = None) -> int:
         """
@@ -220,12 +237,12 @@ class LibvirtConnection(EventMethods):
     # Lifetime.
 
     @property
-    def inThread(self) -> InThread:
+    def inThread(self) -> LibvirtConnectionInThread:
         """
         This connection's methods (its own registrations included), run on
         the libvirt call pool, returning Deferreds.
         """
-        return _WrapperInThread(self, self._reactor)
+        return LibvirtConnectionInThread(self, self._reactor)
 
     def whenClosed(self) -> Deferred[int]:
         """
@@ -264,7 +281,7 @@ class LibvirtConnection(EventMethods):
             return closed.deferred
         return waitOn(self, domain, checkStates(states), self._reactor, timeout)
 
-    def close(self) -> Deferred[int]:
+    def close(self) -> Deferred[int]:  # type: ignore[override]
         """
         Close the connection, off the reactor thread, with the same teardown
         as a lost one.  The Deferred fires with the close reason
@@ -350,14 +367,39 @@ class LibvirtConnection(EventMethods):
         self._closeDown(reason)
 
 
-class _WrapperInThread(InThread):
+class LibvirtConnectionInThread(_ConnectionInThreadBase):
     """
-    A wrapper's methods on the call pool, except those that already return
-    Deferreds and must stay on the reactor thread.
+    C{connection.inThread}: a L{LibvirtConnection}'s methods on the call
+    pool, returning Deferreds, except C{close} and C{whenClosed}, which
+    already return them and stay on the reactor thread.
     """
 
-    def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
-        if name in ("close", "whenClosed"):
-            method: Callable[..., Deferred[Any]] = getattr(self._target, name)
-            return method
-        return super().__getattr__(name)
+    if TYPE_CHECKING:
+        # What a type checker sees: virConnect's methods (ConnectInThread),
+        # but the wrapper's own where it has them.
+        domainEventRegisterAny = deferred(LibvirtConnection.domainEventRegisterAny)
+        networkEventRegisterAny = deferred(LibvirtConnection.networkEventRegisterAny)
+        storagePoolEventRegisterAny = deferred(LibvirtConnection.storagePoolEventRegisterAny)
+        nodeDeviceEventRegisterAny = deferred(LibvirtConnection.nodeDeviceEventRegisterAny)
+        secretEventRegisterAny = deferred(LibvirtConnection.secretEventRegisterAny)
+        domainEventDeregisterAny = deferred(LibvirtConnection.domainEventDeregisterAny)
+        networkEventDeregisterAny = deferred(LibvirtConnection.networkEventDeregisterAny)
+        storagePoolEventDeregisterAny = deferred(LibvirtConnection.storagePoolEventDeregisterAny)
+        nodeDeviceEventDeregisterAny = deferred(LibvirtConnection.nodeDeviceEventDeregisterAny)
+        secretEventDeregisterAny = deferred(LibvirtConnection.secretEventDeregisterAny)
+        subscribe = deferred(LibvirtConnection.subscribe)
+        tracked = deferred(LibvirtConnection.tracked)
+        deregisterCallbacks = deferred(LibvirtConnection.deregisterCallbacks)
+        registerCloseCallback = deferred(LibvirtConnection.registerCloseCallback)
+        unregisterCloseCallback = deferred(LibvirtConnection.unregisterCloseCallback)
+
+        def close(self) -> Deferred[int]: ...
+        def whenClosed(self) -> Deferred[int]: ...
+
+    else:
+
+        def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+            if name in ("close", "whenClosed"):
+                method: Callable[..., Deferred[Any]] = getattr(self._target, name)
+                return method
+            return super().__getattr__(name)

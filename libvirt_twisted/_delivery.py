@@ -14,11 +14,20 @@ from typing import Any
 from twisted.internet.defer import DeferredQueue
 from twisted.logger import Logger
 
+from ._connectionstatus import ConnectionStatus
 from ._reactor import Scheduler
 from ._registry import Key
 
-#: What receives events: a callable, or a queue that receives them as tuples.
-Target = Callable[..., object] | DeferredQueue[Any]
+#: What receives events: a callable, or a queue that receives them as tuples
+#: (a service's also receives L{ConnectionStatus}es).  A DeferredQueue's item
+#: type is invariant: a queue of tuples, of tuples and statuses, or of
+#: anything, is one; a queue of other items is refused.
+Target = (
+    Callable[..., object]
+    | DeferredQueue[tuple[Any, ...]]
+    | DeferredQueue[tuple[Any, ...] | ConnectionStatus]
+    | DeferredQueue[object]
+)
 
 
 class Delivery:
@@ -35,7 +44,9 @@ class Delivery:
         self._clock = clock
         self._queued: list[tuple[DeferredQueue[Any], object]] = []
 
-    def give(self, target: Target, item: tuple[Any, ...]) -> None:
+    def give(
+        self, target: Callable[..., object] | DeferredQueue[Any], item: tuple[Any, ...]
+    ) -> None:
         """Call C{target} with C{item}, or send C{item} to it if it is a queue."""
         if isinstance(target, DeferredQueue):
             self.send(target, item)
@@ -45,7 +56,7 @@ class Delivery:
         except Exception:
             self.log.failure("event callback {callback!r} raised", callback=target)
 
-    def giveOne(self, target: Target, value: object) -> None:
+    def giveOne(self, target: Callable[..., object] | DeferredQueue[Any], value: object) -> None:
         """Call C{target} with C{value} alone, or send it to it if it is a queue."""
         if isinstance(target, DeferredQueue):
             self.send(target, value)

@@ -1,11 +1,12 @@
 """
 A connection wrapper's event methods, with virConnect's names and
 signatures: the five families' C{*EventRegisterAny} and
-C{*EventDeregisterAny}, their generic form (L{EventMethods.subscribe},
-L{EventMethods.unsubscribe}), the list of what is registered and the
-deregistration of all of it, and the legacy domain methods, refused.  Each
-registration returns an id of the wrapper's (several listeners may share
-one libvirt registration) for the matching deregistration.
+C{*EventDeregisterAny}, their generic form
+(L{LibvirtConnectionEvents.subscribe},
+L{LibvirtConnectionEvents.unsubscribe}), the list of what is registered and
+the deregistration of all of it, and the legacy domain methods, refused.
+Each registration returns an id of the wrapper's (several listeners may
+share one libvirt registration) for the matching deregistration.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from ._delivery import Target
 from ._registrations import Registrations
 
 
-class EventMethods:
+class LibvirtConnectionEvents:
     """
     The event methods of L{LibvirtConnection}, each a call to its
-    C{Registrations}.
+    C{Registrations}.  (Named for what it is to users: a type checker's
+    messages name the class that defines a method.)
     """
 
     _registrations: Registrations

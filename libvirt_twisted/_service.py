@@ -9,7 +9,7 @@ them again, telling observers (and queue subscribers, in-band) of the gap.
 
 Its life is a L{ServiceState}; it uses nothing of L{LibvirtConnection} but
 its public methods.  Its event methods (subscribe, watch, observers) come
-from L{ServiceEvents}, and how it stops is L{Stop}'s.
+from L{LibvirtServiceEvents}, and how it stops is L{Stop}'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ._install import installed
 from ._inventory import Inventory
 from ._keeper import InventoryKeeper
 from ._reactor import Scheduler, ThreadsReactor, resolve
-from ._serviceevents import ServiceEvents
+from ._serviceevents import LibvirtServiceEvents
 from ._statewait import DomainSpec, checkStates, waitAcross
 from ._stopping import Closings, Stop
 from ._subscriptions import Subscriptions
@@ -72,7 +72,7 @@ class ServiceState(enum.Enum):
     STOPPED = "stopped"
 
 
-class LibvirtService(ServiceEvents, Service):
+class LibvirtService(LibvirtServiceEvents, Service):
     """
     A long-lived libvirt connection as a Twisted service.
 

@@ -1,6 +1,6 @@
 """
-A LibvirtService's event methods: its subscriptions (L{ServiceEvents.subscribe}
-with the wrapper's arguments, L{ServiceEvents.watch} by kind, decoded), kept
+A LibvirtService's event methods: its subscriptions (L{LibvirtServiceEvents.subscribe}
+with the wrapper's arguments, L{LibvirtServiceEvents.watch} by kind, decoded), kept
 across its connections, and the observers of its connection's changes.
 """
 
@@ -19,7 +19,7 @@ from ._subscriptions import Subscriptions
 from .events import Event, allKinds
 
 
-class ServiceEvents:
+class LibvirtServiceEvents:
     """
     The event methods of L{LibvirtService}: what it keeps subscribed is
     its C{Subscriptions}, who hears of its changes its C{Audience}.

@@ -19,7 +19,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from incremental import Version
 from twisted.internet.defer import Deferred, fail
@@ -28,6 +28,26 @@ from twisted.python.deprecate import deprecated
 from twisted.python.failure import Failure
 
 from ._reactor import ThreadsReactor, fromThreads, resolve
+
+if TYPE_CHECKING:
+    import libvirt
+
+    from ._connectionapi import (
+        ConnectInThread,
+        DomainCheckpointInThread,
+        DomainInThread,
+        DomainSnapshotInThread,
+        InterfaceInThread,
+        NetworkInThread,
+        NetworkPortInThread,
+        NodeDeviceInThread,
+        NWFilterBindingInThread,
+        NWFilterInThread,
+        SecretInThread,
+        StoragePoolInThread,
+        StorageVolInThread,
+        StreamInThread,
+    )
 
 T = TypeVar("T")
 
@@ -246,6 +266,70 @@ class InThread:
         return call
 
 
+# A type checker sees the methods of each libvirt class, each returning a
+# Deferred of its result (see _connectionapi); of anything else, any name.
+
+
+@overload
+def inThread(
+    target: libvirt.virConnect, reactor: ThreadsReactor | None = None
+) -> ConnectInThread: ...
+@overload
+def inThread(
+    target: libvirt.virDomain, reactor: ThreadsReactor | None = None
+) -> DomainInThread: ...
+@overload
+def inThread(
+    target: libvirt.virDomainCheckpoint, reactor: ThreadsReactor | None = None
+) -> DomainCheckpointInThread: ...
+@overload
+def inThread(
+    target: libvirt.virDomainSnapshot, reactor: ThreadsReactor | None = None
+) -> DomainSnapshotInThread: ...
+@overload
+def inThread(
+    target: libvirt.virInterface, reactor: ThreadsReactor | None = None
+) -> InterfaceInThread: ...
+@overload
+def inThread(
+    target: libvirt.virNetwork, reactor: ThreadsReactor | None = None
+) -> NetworkInThread: ...
+@overload
+def inThread(
+    target: libvirt.virNetworkPort, reactor: ThreadsReactor | None = None
+) -> NetworkPortInThread: ...
+@overload
+def inThread(
+    target: libvirt.virNodeDevice, reactor: ThreadsReactor | None = None
+) -> NodeDeviceInThread: ...
+@overload
+def inThread(
+    target: libvirt.virNWFilter, reactor: ThreadsReactor | None = None
+) -> NWFilterInThread: ...
+@overload
+def inThread(
+    target: libvirt.virNWFilterBinding, reactor: ThreadsReactor | None = None
+) -> NWFilterBindingInThread: ...
+@overload
+def inThread(
+    target: libvirt.virSecret, reactor: ThreadsReactor | None = None
+) -> SecretInThread: ...
+@overload
+def inThread(
+    target: libvirt.virStoragePool, reactor: ThreadsReactor | None = None
+) -> StoragePoolInThread: ...
+@overload
+def inThread(
+    target: libvirt.virStorageVol, reactor: ThreadsReactor | None = None
+) -> StorageVolInThread: ...
+@overload
+def inThread(
+    target: libvirt.virStream, reactor: ThreadsReactor | None = None
+) -> StreamInThread: ...
+@overload
+def inThread(target: object, reactor: ThreadsReactor | None = None) -> InThread: ...
+
+
 def inThread(target: object, reactor: ThreadsReactor | None = None) -> InThread:
     """
     Wrap a libvirt object so that its methods run off the reactor thread.
@@ -253,7 +337,9 @@ def inThread(target: object, reactor: ThreadsReactor | None = None) -> InThread:
     @param target: the libvirt object (connection, domain...) to wrap.
     @param reactor: the reactor whose pool runs the calls; the global
         reactor if C{None}.
-    @return: an L{InThread} whose methods return Deferreds.
+    @return: an L{InThread} whose methods return Deferreds; for a type
+        checker, one that knows the methods of C{target}'s libvirt class and
+        what their Deferreds fire with.
     """
     return InThread(target, reactor)
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import libvirt
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventQueue, LibvirtConnection, callInThread, inThread
@@ -88,7 +89,7 @@ class CallPoolTests(TestCase):
 
         # The calls start once events flow, and run while they go on.
         await consume(500)
-        calls = gatherResults(
+        calls: Deferred[list[Any]] = gatherResults(
             [connection.inThread.listAllDomains() for _ in range(100)]
             + [connection.inThread.getLibVersion() for _ in range(100)]
         )
@@ -117,6 +118,7 @@ class CallPoolTests(TestCase):
         self.assertEqual(len(results), 100)
         for ok, result in results:
             self.assertFalse(ok)
+            assert isinstance(result, Failure)
             result.trap(libvirt.libvirtError)
         # Which thread notices the death decides the reason: the reactor
         # reports EOF, a pool thread in libvirt's own I/O loop may say ERROR.
