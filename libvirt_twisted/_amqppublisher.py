@@ -40,6 +40,8 @@ _KEYS_KEPT = 100_000
 HEARTBEAT = 10
 #: Seconds a connection attempt (TCP, AMQP handshake, channel) may take.
 ATTEMPT_TIMEOUT = 30.0
+#: Seconds the broker has to answer a close before the connection is cut.
+CLOSE_TIMEOUT = 2.0
 
 # pika logs through the standard library; what matters it tells us through
 # its Deferreds, and the publisher logs that once, in Twisted's log.
@@ -76,6 +78,8 @@ class AMQPPublisher(Service):
         self.window = window
         self.published = 0
         self.confirmed = 0
+        #: Records the spool could not take (a full disk...): not published.
+        self.unspooled = 0
         self._pika: Any = pika
         self._properties = pika.BasicProperties(  # type: ignore[no-untyped-call]
             content_type="application/json", delivery_mode=2
@@ -192,8 +196,12 @@ class AMQPPublisher(Service):
 
     def _lost(self, connection: Any, reason: Failure) -> None:
         if connection is self._connection:
+            # No channel: the publisher closed it itself, and said why.
+            unexpected = self._channel is not None
             self._connection = self._channel = None
-            if not self._stopping:
+            if not self._stopping and not unexpected:
+                self._again()
+            elif not self._stopping:
                 # Why pika closed it (a heartbeat timeout...), if it says.
                 why = getattr(connection, "closedByBroker", None)
                 if why is not None:
@@ -244,14 +252,23 @@ class AMQPPublisher(Service):
             self._pump()
 
     def _unconfirmed(self, failure: Failure, channel: Any) -> None:
-        """A nack, or the connection went: the record stays in the spool."""
-        if channel is not self._channel:
+        """
+        A nack, a channel the broker closed (a deleted exchange...), or the
+        connection went: the record stays in the spool, and the connection
+        is made again, so that everything unconfirmed goes once more, in order.
+        """
+        connection = self._connection
+        if channel is not self._channel or connection is None:
             return
         if failure.check(self._pika.exceptions.NackError):  # type: ignore[no-untyped-call]
             self._report(failure, "refused by")
-            # Start again: everything unconfirmed goes once more, in order.
-            connection, self._connection, self._channel = self._connection, None, None
-            connection.close()
+        elif connection.is_open:
+            self._report(failure, "channel closed by")
+        else:
+            return  # the connection is going: _lost reports it and reconnects
+        # Closing it ends in _lost, which schedules the next attempt.
+        self._channel = None
+        _close(connection)
 
     # Service.
 
@@ -279,10 +296,20 @@ class AMQPPublisher(Service):
         return done
 
     def _disconnect(self) -> Deferred[None] | None:
+        """Close the connection; a broker that does not answer is cut off."""
         connection, self._connection, self._channel = self._connection, None, None
         if connection is None:
             return None
-        closed: Deferred[None] | None = connection.close()
+        closed: Deferred[None] | None = _close(connection)
+        if closed is None:
+            return None
+
+        def cutOff(failure: Failure) -> None:
+            if connection.transport is not None:
+                connection.transport.abortConnection()
+
+        closed.addTimeout(CLOSE_TIMEOUT, self._clock)  # type: ignore[arg-type]
+        closed.addErrback(cutOff)
         return closed
 
     def _drained(self, patience: float) -> Deferred[None]:
@@ -299,6 +326,15 @@ class AMQPPublisher(Service):
 
         check()
         return d
+
+
+def _close(connection: Any) -> Deferred[None] | None:
+    """Close an AMQP connection, whatever state it is in; its C{closed} Deferred."""
+    try:
+        closed: Deferred[None] | None = connection.close()
+    except Exception:  # pika refuses to close what is already closing
+        closed = connection.closed
+    return closed
 
 
 def _describe(failure: Failure) -> str:

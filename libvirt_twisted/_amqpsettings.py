@@ -46,12 +46,13 @@ class AMQPSettings:
     @property
     def maskedURL(self) -> str:
         """The URL with its password hidden, for logs."""
-        parts = urlsplit(self.url)
-        user, at, host = parts.netloc.rpartition("@")
-        if not at or (":" not in user and self.password is None):
+        # On the raw text: a password holding an unescaped / ? or # would
+        # end urlsplit's netloc early, and show.
+        scheme, sep, rest = self.url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not sep or not at or (":" not in userinfo and self.password is None):
             return self.url
-        masked = f"{user.split(':', 1)[0]}:***@{host}"
-        return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
     def parameters(self) -> Any:
         """pika's C{URLParameters} for the broker, the password in place."""
@@ -97,6 +98,13 @@ def amqpSettings(
         raise AMQPSettingsError(f"--amqp {shown}: the port is not a number") from None
     if not parts.hostname:
         raise AMQPSettingsError(f"--amqp {shown}: no host")
+    if parts.scheme == "amqps":
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise AMQPSettingsError(
+                "--amqp amqps:// needs TLS support: pip install 'libvirt-twisted[amqp]'"
+            ) from None
     if not re.fullmatch(r"[\w.:-]{1,255}", exchange):
         raise AMQPSettingsError(
             f"--amqp-exchange must be letters, digits, '-', '_', '.' or ':', not {exchange!r}"

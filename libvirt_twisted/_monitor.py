@@ -12,6 +12,7 @@ health endpoint, systemd's notifications, and SIGHUP's reload.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import libvirt
@@ -119,7 +120,18 @@ def _publisher(options: Options, output: Output, reactor: MonitorReactor) -> AMQ
         output.close()
         raise SystemExit(f"libvirt-monitor: --spool {e}") from None
     publisher = AMQPPublisher(options.amqp, spool, reactor)
-    output.publish = lambda record: publisher.publish(record).body
+
+    def publish(record: Mapping[str, Any]) -> bytes | None:
+        try:
+            return publisher.publish(record).body
+        except SpoolError as e:
+            # The record still goes to --output, without a seq.
+            if not publisher.unspooled:
+                log.error("{error}: records go to --output only until it works", error=str(e))
+            publisher.unspooled += 1
+            return None
+
+    output.publish = publish
     return publisher
 
 
@@ -215,6 +227,7 @@ class MonitorService(MultiService):
         if config.metrics != self.config.metrics:
             log.warn("reload: a new --metrics endpoint takes a restart; still serving the old one")
         self.config = config
+        setThreadPoolSize(max(10, 3 * len(config.hosts)), self._reactor)
         log.info("reloaded: watching {count} hosts", count=len(config.hosts))
         return self.fleet.apply(hostKeys(config))
 

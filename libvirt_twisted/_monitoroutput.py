@@ -16,8 +16,8 @@ from typing import IO, Any, Literal
 from .events import Event
 
 Format = Literal["text", "json"]
-#: Takes a record, returns its JSON body as published.
-Publish = Callable[[Mapping[str, Any]], bytes]
+#: Takes a record, returns its JSON body as published (None: not published).
+Publish = Callable[[Mapping[str, Any]], "bytes | None"]
 #: Calls a function on a later reactor turn.
 Later = Callable[[Callable[[], None]], object]
 

@@ -94,8 +94,10 @@ class MonitorWeb(Service):
     ) -> None:
         try:
             endpoint = serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as e:
-            raise MetricsEndpointError(f"--metrics {description!r}: {e}") from None
+        except Exception as e:  # each endpoint type fails its own way
+            raise MetricsEndpointError(
+                f"--metrics {description!r}: {e or type(e).__name__}"
+            ) from None
         self.description = description
         self.port: IListeningPort | None = None
         self._error: str | None = None

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -28,7 +30,9 @@ EXAMPLES = os.path.join(
 HOST = socket.gethostname().replace(".", "_")
 
 
-def bindQueue(url: str, queue: str, key: str = "#", exchange: str = EXCHANGE) -> None:
+def bindQueue(
+    url: str, queue: str, key: str = "#", exchange: str = EXCHANGE, maxLength: int | None = None
+) -> None:
     """
     A durable queue bound to the exchange, declared as the monitor does
     (a topic exchange), or as a direct one if its name says so.
@@ -38,9 +42,20 @@ def bindQueue(url: str, queue: str, key: str = "#", exchange: str = EXCHANGE) ->
         channel = connection.channel()
         kind = "direct" if exchange.startswith("direct") else "topic"
         channel.exchange_declare(exchange, exchange_type=kind, durable=True)
-        channel.queue_declare(queue, durable=True)
+        arguments = None
+        if maxLength is not None:
+            arguments = {"x-max-length": maxLength, "x-overflow": "reject-publish"}
+        channel.queue_declare(queue, durable=True, arguments=arguments)
         channel.queue_purge(queue)
         channel.queue_bind(queue, exchange, routing_key=key)
+    finally:
+        connection.close()
+
+
+def deleteExchange(url: str, exchange: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().exchange_delete(exchange)
     finally:
         connection.close()
 
@@ -67,17 +82,18 @@ class Collector:
         self.url, self.queue = url, queue
         self.messages: list[tuple[str, bytes]] = []
 
-    async def until(self, condition: Callable[[list[dict[str, Any]]], bool]) -> None:
-        async def check() -> bool:
+    async def until(
+        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0
+    ) -> None:
+        """Drain the queue every 0.2 s until C{condition} holds for what came."""
+        deadline = reactor.seconds() + timeout
+        while True:
             self.messages += await deferToThread(drain, self.url, self.queue)
-            return condition(self.records())
-
-        deadline = 60.0
-        while not await check():
-            deadline -= 0.2
-            if deadline < 0:
+            if condition(self.records()):
+                return
+            if reactor.seconds() > deadline:
                 raise AssertionError(f"{self.queue}: condition not met: {len(self.messages)}")
-            await until(lambda: True, timeout=0.2, interval=0.2)
+            await deferLater(reactor, 0.2, lambda: None)
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.messages]
@@ -187,7 +203,9 @@ class AMQPTests(TestCase):
         for r in ordered:
             if r["event"] == "STOPPED":
                 self.assertLess(started[r["name"]], r["seq"])
-        self.assertEqual(len(ordered), len({r["seq"] for r in records}))
+        seqs = sorted(bySeq)
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), "a seq is missing")
+        self.assertGreaterEqual(len(records), len(seqs))
 
     async def test_brokerDownAtStartThenTheMonitorRestartedOnItsSpool(self) -> None:
         daemon = startDaemon(self)
@@ -230,6 +248,43 @@ class AMQPTests(TestCase):
         collected = Collector(self.rabbit.url, self.queue)
         wanted = {("while-hung", "STARTED"), ("while-hung", "STOPPED")}
         await collected.until(lambda records: lifecycleNames(records, "while-hung") >= wanted)
+        self.assertEqual(await monitor.terminate(), 0)
+
+    async def test_nackedRecordsAreSentAgain(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue, "#", EXCHANGE, 5)
+        monitor = self.monitor("--uri", daemon.testURI, "--events", "domain.lifecycle")
+        await monitor.when(has("inventory", daemon.testURI))
+        names = [f"nacked-{i}" for i in range(10)]
+        for name in names:
+            await deferToThread(churn, daemon.testURI, name)
+        # The queue takes five at a time: the broker refuses the rest until
+        # they are read, and each refusal starts the sending again.
+        collected = Collector(self.rabbit.url, self.queue)
+        wanted = {(name, event) for name in names for event in ("STARTED", "STOPPED")}
+        await collected.until(lambda records: lifecycleNames(records, "nacked-") >= wanted)
+        self.assertEqual(await monitor.terminate(), 0)
+        self.assertIn("AMQP: refused by", _read(monitor.logfile))
+
+    async def test_aChannelTheBrokerClosesIsOpenedAgain(self) -> None:
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        monitor = self.monitor("--uri", daemon.testURI)
+        await monitor.when(has("inventory", daemon.testURI))
+        logfile = monitor.logfile
+        await until(lambda: "AMQP: publishing to" in _read(logfile))
+        await deferToThread(deleteExchange, self.rabbit.url, EXCHANGE)
+        await deferToThread(churn, daemon.testURI, "into-nothing")
+        await until(lambda: "AMQP: channel closed by" in _read(logfile))
+        await until(lambda: "AMQP: publishing to" in _read(logfile).split("channel closed by")[-1])
+        # The monitor declared the exchange again; bind the queue again too.
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await deferToThread(churn, daemon.testURI, "after-reopen")
+        collected = Collector(self.rabbit.url, self.queue)
+        await collected.until(
+            lambda records: ("after-reopen", "STOPPED") in lifecycleNames(records, "after-")
+        )
+        self.assertIn("NOT_FOUND", _read(logfile))
         self.assertEqual(await monitor.terminate(), 0)
 
     async def test_aFullSpoolDropsTheOldest(self) -> None:

@@ -36,6 +36,17 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(settings.maskedURL, "amqps://u:***@h/v?heartbeat=5")
         self.assertTrue(settings.tls)
         self.assertEqual(settings.parameters().heartbeat, 5)
+        for url, secret in [
+            ("amqp://guest:se/cret@h/", "se/cret"),
+            ("amqp://guest:12/34@h/", "12/34"),
+            ("amqp://u:a?b#c@h/v", "a?b#c"),
+        ]:
+            try:
+                shown = amqpSettings(url).maskedURL
+            except AMQPSettingsError as e:
+                shown = str(e)
+            self.assertNotIn(secret, shown)
+            self.assertIn(":***@h", shown)
 
     def test_errorsAreOneLine(self) -> None:
         for kwargs, message in [
