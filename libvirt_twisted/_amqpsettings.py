@@ -6,6 +6,7 @@ of each record.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -98,13 +99,10 @@ def amqpSettings(
         raise AMQPSettingsError(f"--amqp {shown}: the port is not a number") from None
     if not parts.hostname:
         raise AMQPSettingsError(f"--amqp {shown}: no host")
-    if parts.scheme == "amqps":
-        try:
-            import OpenSSL  # noqa: F401
-        except ImportError:
-            raise AMQPSettingsError(
-                "--amqp amqps:// needs TLS support: pip install 'libvirt-twisted[amqp]'"
-            ) from None
+    if parts.scheme == "amqps" and importlib.util.find_spec("OpenSSL") is None:
+        raise AMQPSettingsError(
+            "--amqp amqps:// needs TLS support: pip install 'libvirt-twisted[amqp]'"
+        )
     if not re.fullmatch(r"[\w.:-]{1,255}", exchange):
         raise AMQPSettingsError(
             f"--amqp-exchange must be letters, digits, '-', '_', '.' or ':', not {exchange!r}"
