@@ -257,3 +257,99 @@ class HealthProbe(threading.Thread):
             for answer, latency in zip(self.answers, self.latencies, strict=True)
             if start <= answer <= end
         ]
+
+
+def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
+    """
+    C{GET /metrics} on loopback C{port}: the value of every sample without
+    labels, by name (Prometheus' text format).
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        if response.status != 200:
+            raise OSError(f"/metrics answered {response.status}")
+    finally:
+        connection.close()
+    values: dict[str, float] = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        if "{" in name or not rest:
+            continue
+        try:
+            values[name] = float(rest.split()[0])
+        except ValueError:
+            continue
+    return values
+
+
+def directoryBytes(path: str) -> int:
+    """The bytes of the files in directory C{path} (not below it), 0 if it is gone."""
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
+class MetricsSampler(threading.Thread):
+    """
+    Scrape a process's C{/metrics} every C{period} seconds and keep the
+    samples C{names} asks for (short name: metric name), each with when it
+    was taken (CLOCK_MONOTONIC) and, if C{directory} is given, the bytes of
+    its files, read from outside.  Each scrape costs the scraped process a
+    little CPU (the exposition is built in a thread of its reactor's pool).
+    """
+
+    def __init__(
+        self, port: int, names: dict[str, str], period: float, directory: str | None = None
+    ) -> None:
+        super().__init__(name="metrics-sampler", daemon=True)
+        self.port = port
+        self.names = dict(names)
+        self.period = period
+        self.directory = directory
+        self.samples: list[dict[str, float]] = []
+        self.errors = 0
+        self._stopping = threading.Event()
+
+    def sample(self) -> dict[str, float] | None:
+        """One scrape now (also from another thread); None if it failed."""
+        try:
+            values = scrape(self.port)
+        except (OSError, http.client.HTTPException):
+            self.errors += 1
+            return None
+        taken = time.monotonic()
+        found = {short: values[name] for short, name in self.names.items() if name in values}
+        if len(found) < len(self.names):
+            self.errors += 1
+            return None
+        sample = {"mono": taken, **found}
+        if self.directory is not None:
+            sample["disk"] = float(directoryBytes(self.directory))
+        return sample
+
+    def run(self) -> None:
+        nextAt = time.monotonic()
+        while not self._stopping.is_set():
+            sample = self.sample()
+            if sample is not None:
+                self.samples.append(sample)
+            nextAt = max(nextAt + self.period, time.monotonic())
+            self._stopping.wait(max(0.0, nextAt - time.monotonic()))
+
+    def halt(self) -> None:
+        self._stopping.set()
+        self.join(30)

@@ -8,7 +8,12 @@ Event path: one private libvirtd; producer processes (L{bench._producers})
 create and destroy transient test-driver domains; each contender is a
 program started fresh for each run, writing every event to a file.  Its CPU
 time (every thread, from its process CPU clock) over the measurement window,
-divided by the lifecycle lines it wrote in that window.
+divided by the lifecycle lines it wrote in that window.  C{monitor-amqp} also
+publishes every record to a private RabbitMQ (the test suite's
+L{tests._rabbitmq.PrivateRabbitMQ}, started once for the run) with publisher
+confirms through its on-disk spool: its spool is sampled from C{/metrics}
+over the window, the broker's CPU is measured beside the monitor's, and the
+queue must hold every record afterwards.
 
 Scale: the monitor watching 1,000 URIs of one daemon (one busy, the others
 quiet), against the same monitor watching the busy one alone: memory per
@@ -24,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +37,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -69,6 +76,9 @@ class Contender:
     shown: str
     monitor: bool
     extra: tuple[str, ...] = ()
+    #: Also publishes to the run's broker (C{--amqp}, C{--spool}, C{--metrics}
+    #: are added by L{eventRun}).
+    amqp: bool = False
 
     @property
     def marker(self) -> bytes:
@@ -106,10 +116,32 @@ CONTENDERS = {
             "libvirt-monitor --uri URI --format json --output FILE --events all (resync 60)",
             True,
         ),
+        Contender(
+            "monitor-amqp",
+            "libvirt-monitor --uri URI --format json --output FILE --events all --resync off"
+            " --amqp URL --spool DIR --metrics tcp:0:interface=127.0.0.1",
+            True,
+            ("--resync", "off"),
+            amqp=True,
+        ),
     )
 }
 VIRSHES = ("virsh", "virsh-timestamp")
 MONITORS = ("monitor-resync-off", "monitor")
+#: The AMQP contender, and the same monitor writing the file alone.
+AMQP, FILE_ONLY = "monitor-amqp", "monitor-resync-off"
+#: The publisher's in-flight window (C{AMQPPublisher}'s default): a spool that
+#: keeps up holds about this many records, those sent and not yet confirmed.
+AMQP_WINDOW = 1000
+#: Where the monitor publishes (its default), and the queue that gets it all.
+AMQP_EXCHANGE = "libvirt"
+AMQP_QUEUE = "bench-monitor"
+METRICS_ENDPOINT = "tcp:0:interface=127.0.0.1"
+SPOOL_METRICS = {
+    "records": "libvirt_monitor_spool_records",
+    "bytes": "libvirt_monitor_spool_bytes",
+    "dropped": "libvirt_monitor_spool_dropped_records_total",
+}
 
 
 @dataclass
@@ -134,6 +166,8 @@ class Settings:
     profile: str = "auto"
     profileSeconds: float = 8.0
     probePeriod: float = 0.005
+    spoolPeriod: float = 0.25
+    drainTimeout: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -184,12 +218,18 @@ def awaitReady(
     raise RuntimeError(f"wrote no event within {timeout}s")
 
 
-def _sample(pid: int, counter: _external.LineCounter, poll: Callable[[], object]) -> dict[str, Any]:
+def _sample(
+    pid: int,
+    counter: _external.LineCounter,
+    poll: Callable[[], object],
+    others: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     poll()
     cpu = _external.cpuSeconds(pid)
     return {
         "mono": time.monotonic(),
         "cpu": cpu,
+        **{f"{name}Cpu": _external.cpuSeconds(p) for name, p in (others or {}).items()},
         "events": counter.count,
         "wakeups": _external.wakeups(pid),
         "ticks": _external.ticks(pid),
@@ -207,11 +247,15 @@ def measureEvents(
     rate: float,
     readyProbes: int,
     profile: str | None = None,
+    others: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """
     Producers on C{uri} (C{rate} events/s in all, 0: flat out) from now on;
     the contender's CPU and lifecycle lines over the window after the
-    warm-up, then whether every event arrived.
+    warm-up, then whether every event arrived.  The CPU of C{others} (name:
+    pid) is measured over the same window, C{NAMECpuPerEventUs} per event.
+    The window's and the producers' end (C{windowMono}, C{producersEndMono},
+    monotonic seconds) are for the caller to use and drop.
     """
     t0 = time.monotonic_ns() + int(settings.warmup * 1e9)
     t1 = t0 + int(settings.duration * 1e9)
@@ -228,11 +272,11 @@ def measureEvents(
     try:
         sleepUntil(t0 / 1e9, poll)
         machineBefore = _external.machine()
-        before = _sample(process.pid, counter, poll)
+        before = _sample(process.pid, counter, poll, others)
         if profile is not None:
             spy = _pySpy(process.pid, settings.profileSeconds, profile)
         sleepUntil(t1 / 1e9, poll)
-        after = _sample(process.pid, counter, poll)
+        after = _sample(process.pid, counter, poll, others)
         machineAfter = _external.machine()
     finally:
         producers.join()
@@ -248,10 +292,18 @@ def measureEvents(
             last, lastChange = counter.count, time.monotonic()
         elif time.monotonic() - lastChange > 1.0:
             break
+    poll()
+    caughtUp = time.monotonic() if counter.count - countBefore >= expected else None
     events = after["events"] - before["events"]
     seconds = after["mono"] - before["mono"]
     cpu = after["cpu"] - before["cpu"]
     allTicks = after["ticks"] - before["ticks"]
+    otherFigures: dict[str, Any] = {}
+    for name in others or {}:
+        used = after[f"{name}Cpu"] - before[f"{name}Cpu"]
+        otherFigures[f"{name}Cpu"] = used
+        otherFigures[f"{name}CpuPerEventUs"] = used * 1e6 / events if events else None
+        otherFigures[f"{name}CpuShare"] = used / seconds
     return {
         "seconds": seconds,
         "events": events,
@@ -267,11 +319,16 @@ def measureEvents(
         "producedPerSecond": EVENTS_PER_CYCLE * sum(p["created"] for p in made) / seconds,
         "produced": expected,
         "deliveredRatio": (counter.count - countBefore) / expected if expected else None,
+        # When the last produced event was in the file (0.1 s resolution).
+        "caughtUpSecondsAfterProducers": caughtUp - t1 / 1e9 if caughtUp is not None else None,
         "producerErrors": sum(p["errors"] for p in made),
         "readyProbes": readyProbes,
         "rss": after["rss"],
         "threads": after["threads"],
+        **otherFigures,
         **_external.otherLoad(machineBefore, machineAfter, seconds),
+        "windowMono": [before["mono"], after["mono"]],
+        "producersEndMono": t1 / 1e9,
     }
 
 
@@ -291,26 +348,161 @@ def eventRun(
     work: str,
     tag: str,
     profile: str | None = None,
+    broker: Broker | None = None,
 ) -> dict[str, Any]:
-    """One fresh contender process through one window."""
+    """
+    One fresh contender process through one window; with a C{broker}, its
+    CPU over the window too; for an AMQP contender, a fresh spool, the
+    queue purged before and after, and the spool's figures (L{amqpFigures}).
+    """
     output = os.path.join(work, f"{contender.name}-{tag}.out")
+    command = contender.command(uri, output)
+    spool: str | None = None
+    if contender.amqp:
+        if broker is None:
+            raise ValueError(f"{contender.name} needs a broker")
+        spool = os.path.join(work, f"spool-{contender.name}-{tag}")
+        command += ["--amqp", broker.url, "--spool", spool, "--metrics", METRICS_ENDPOINT]
+        try:
+            broker.purge()
+        except Exception as e:
+            error = f"cannot purge the queue: {type(e).__name__}: {e}"
+            return {"error": error, "contender": contender.name, "rate": rate, "tag": tag}
     with open(output + ".log", "wb") as log, open(output, "wb") as out:
         target = subprocess.DEVNULL if contender.monitor else out
-        process = _external.spawn(contender.command(uri, output), target, log)
+        process = _external.spawn(command, target, log)
     counter = _external.LineCounter(output, contender.marker, keep=(READY_PREFIX.encode(),))
+    sampler: _external.MetricsSampler | None = None
     try:
+        # The broker's CPU over every contender's window: it should be idle
+        # but for monitor-amqp's.
+        others = {"broker": broker.beamPid()} if broker is not None else {}
+        if broker is not None and spool is not None:
+            port = _metricsPort(output + ".log", process, 60)
+            _awaitLog(output + ".log", process, "AMQP: publishing to", 60)
+            sampler = _external.MetricsSampler(port, SPOOL_METRICS, settings.spoolPeriod, spool)
+            sampler.start()
         probes = awaitReady(process, uri, lambda: bool(counter.update()), 60)
         result = measureEvents(
-            settings, process, uri, counter, counter.update, rate, probes, profile
+            settings, process, uri, counter, counter.update, rate, probes, profile, others
         )
+        if broker is not None and sampler is not None:
+            result.update(amqpFigures(settings, broker, sampler, output, result))
     except Exception as e:
         result = {"error": f"{type(e).__name__}: {e}; log: {_tail(output + '.log')}"}
     finally:
+        if sampler is not None:
+            sampler.halt()
         _external.stop(process)
+    if broker is not None and spool is not None:
+        # Empty the queue now, and let the broker settle, so that the messages
+        # of this run cost the next contender nothing.
+        try:
+            broker.purge()
+            result["brokerSettleSeconds"] = broker.settle()
+        except Exception as e:
+            result.setdefault("error", f"cannot purge the queue: {type(e).__name__}: {e}")
+    result.pop("windowMono", None)
+    result.pop("producersEndMono", None)
     result.update(contender=contender.name, rate=rate, tag=tag)
     for path in (output, output + ".log"):
         os.unlink(path)
+    if spool is not None:
+        shutil.rmtree(spool, ignore_errors=True)
     return result
+
+
+def _awaitLog(path: str, process: subprocess.Popen[bytes], text: str, timeout: float) -> None:
+    """Wait until the log at C{path} says C{text}."""
+    deadline = time.monotonic() + timeout
+    while text not in _tail(path, 1 << 20):
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"never said {text!r} within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def countLines(path: str) -> int:
+    """The complete lines of a file (the monitor's records)."""
+    lines = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def amqpFigures(
+    settings: Settings,
+    broker: Broker,
+    sampler: _external.MetricsSampler,
+    output: str,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """
+    Once the producers are done and every event is in the file: wait until
+    the spool is empty (everything confirmed), then count the records in the
+    file and the messages in the queue, which must be as many; and the
+    spool over the window (L{spoolFigures}).
+    """
+    producersEnd = result["producersEndMono"]
+    deadline = time.monotonic() + settings.drainTimeout
+    drained: float | None = None
+    while time.monotonic() < deadline:
+        sample = sampler.sample()
+        if sample is not None and sample["records"] == 0:
+            drained = sample["mono"]
+            break
+        time.sleep(0.05)
+    records = countLines(output)
+    queued = broker.messages()
+    # The first sample after the producers' end that found the spool empty.
+    emptyAt = next(
+        (s["mono"] for s in sampler.samples if s["mono"] >= producersEnd and s["records"] == 0),
+        drained,
+    )
+    return {
+        "records": records,
+        "queued": queued,
+        "queuedRatio": queued / records if records else None,
+        "spoolDrained": drained is not None,
+        "spoolEmptySecondsAfterProducers": emptyAt - producersEnd if emptyAt is not None else None,
+        **spoolFigures(sampler.samples, *result["windowMono"]),
+        "spoolDroppedTotal": sampler.samples[-1]["dropped"] if sampler.samples else None,
+        "scrapes": len(sampler.samples),
+        "scrapeErrors": sampler.errors,
+    }
+
+
+def spoolFigures(
+    samples: Sequence[Mapping[str, float]], start: float, end: float
+) -> dict[str, Any]:
+    """
+    The spool over the window [start, end]: records, bytes (the monitor's
+    count) and the directory's files (from outside) at its start, its end
+    and their maximum, and the records' trend (least squares, records/s).
+    """
+    inside = [s for s in samples if start <= s["mono"] <= end]
+    if not inside:
+        return {"spoolSamples": 0}
+    out: dict[str, Any] = {"spoolSamples": len(inside)}
+    for key, label in (("records", "Records"), ("bytes", "Bytes"), ("disk", "Disk")):
+        values = [s[key] for s in inside if key in s]
+        if values:
+            out[f"spool{label}Start"] = values[0]
+            out[f"spool{label}End"] = values[-1]
+            out[f"spool{label}Max"] = max(values)
+            out[f"spool{label}Mean"] = sum(values) / len(values)
+    times = [s["mono"] for s in inside]
+    records = [s["records"] for s in inside]
+    meanT, meanR = sum(times) / len(times), sum(records) / len(records)
+    spread = sum((t - meanT) ** 2 for t in times)
+    out["spoolRecordsPerSecond"] = (
+        sum((t - meanT) * (r - meanR) for t, r in zip(times, records, strict=True)) / spread
+        if spread
+        else None
+    )
+    return out
 
 
 def _tail(path: str, size: int = 600) -> str:
@@ -319,6 +511,96 @@ def _tail(path: str, size: int = 600) -> str:
             return f.read()[-size:]
     except OSError:
         return ""
+
+
+# -- The broker --------------------------------------------------------------
+
+
+class Broker:
+    """
+    The run's private RabbitMQ (the test suite's L{PrivateRabbitMQ}) and a
+    durable queue bound C{#} to the monitor's exchange, declared as the
+    monitor declares it (topic, durable): every record published is routed
+    there and stored.  Each operation opens a blocking pika connection of
+    its own (a connection left idle between runs would miss heartbeats).
+    """
+
+    def __init__(self) -> None:
+        from tests._rabbitmq import PrivateRabbitMQ
+
+        self.server = PrivateRabbitMQ()
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why no private RabbitMQ can run here, or None."""
+        from tests._rabbitmq import unavailable
+
+        return unavailable()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> dict[str, Any]:
+        """Start it and declare the queue; its version and idle CPU, as context."""
+        self.server.start()
+        with self._channel() as channel:
+            channel.exchange_declare(exchange=AMQP_EXCHANGE, exchange_type="topic", durable=True)
+            channel.queue_declare(queue=AMQP_QUEUE, durable=True)
+            channel.queue_bind(queue=AMQP_QUEUE, exchange=AMQP_EXCHANGE, routing_key="#")
+        try:
+            version = self.server.ctl("version").strip()
+        except Exception as e:
+            version = f"unknown ({type(e).__name__})"
+        time.sleep(2.0)
+        beam = self.beamPid()
+        before, started = _external.cpuSeconds(beam), time.monotonic()
+        time.sleep(3.0)
+        idle = (_external.cpuSeconds(beam) - before) / (time.monotonic() - started)
+        return {"version": version, "idleCpuShare": idle}
+
+    def beamPid(self) -> int:
+        pid = self.server.beamPid
+        if pid is None:
+            raise RuntimeError(f"{self.server!r}: no beam.smp runs")
+        return pid
+
+    @contextmanager
+    def _channel(self) -> Iterator[Any]:
+        import pika
+
+        parameters = pika.URLParameters(self.url)
+        connection = pika.BlockingConnection(parameters)
+        try:
+            yield connection.channel()
+        finally:
+            connection.close()
+
+    def settle(self, quiet: float = 0.02, period: float = 0.5, timeout: float = 30.0) -> float:
+        """
+        Wait until the broker uses under C{quiet} of a core over C{period};
+        the seconds it took (C{timeout} at most).
+        """
+        beam, started = self.beamPid(), time.monotonic()
+        while time.monotonic() - started < timeout:
+            before, at = _external.cpuSeconds(beam), time.monotonic()
+            time.sleep(period)
+            if (_external.cpuSeconds(beam) - before) / (time.monotonic() - at) < quiet:
+                break
+        return time.monotonic() - started
+
+    def purge(self) -> None:
+        with self._channel() as channel:
+            channel.queue_purge(queue=AMQP_QUEUE)
+
+    def messages(self) -> int:
+        """The messages in the queue, as a passive declare counts them."""
+        with self._channel() as channel:
+            declared = channel.queue_declare(queue=AMQP_QUEUE, passive=True)
+            return int(declared.method.message_count)
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 # -- Scale -------------------------------------------------------------------
@@ -668,32 +950,94 @@ def summarizeProfile(path: str, top: int = 20) -> dict[str, Any]:
 # -- The run -----------------------------------------------------------------
 
 
-def eventPart(settings: Settings, log: Callable[[str], None], profileDir: str) -> dict[str, Any]:
+def eventPart(
+    settings: Settings,
+    log: Callable[[str], None],
+    profileDir: str,
+    broker: Broker | None = None,
+) -> dict[str, Any]:
     parts: dict[str, Any] = {}
+    contenders = [n for n in settings.contenders if not CONTENDERS[n].amqp or broker is not None]
     with PrivateLibvirtd() as daemon, tempfile.TemporaryDirectory(prefix="bench-monitor-") as work:
         uri = daemon.testURI
         for rate in settings.rates:
             runs: dict[str, list[dict[str, Any]]] = {}
             for round in range(settings.rounds):
-                for name in rotated(settings.contenders, round):
+                for name in rotated(contenders, round):
                     log(f"event {rateKey(rate)} round {round + 1}: {name}")
-                    result = eventRun(settings, CONTENDERS[name], uri, rate, work, f"r{round}")
+                    contender = CONTENDERS[name]
+                    result = eventRun(
+                        settings, contender, uri, rate, work, f"r{round}", broker=broker
+                    )
                     if "error" in result:
                         log(f"  failed: {result['error']}")
                     else:
                         log(
                             f"  {result['eventsPerSecond']:.0f} events/s,"
                             f" {result['cpuPerEventUs']:.1f} µs/event"
+                            + (
+                                f"; spool max {result.get('spoolRecordsMax')},"
+                                f" queued {result['queued']} of {result['records']} records"
+                                if contender.amqp
+                                else ""
+                            )
                         )
                     runs.setdefault(name, []).append(result)
             section: dict[str, Any] = {
                 name: {"median": medians(rs), "runs": rs} for name, rs in runs.items()
             }
             section["ratios"] = ratios(section)
+            if AMQP in section:
+                section["amqp"] = amqpVerdict(section)
             if _wantProfile(settings, section):
                 section["profile"] = profileRun(settings, uri, rate, work, profileDir, log)
             parts[rateKey(rate)] = section
     return parts
+
+
+def amqpVerdict(section: dict[str, Any]) -> dict[str, Any]:
+    """
+    Whether it kept up, from every round, in two parts.  The AMQP output
+    kept up with the monitor: every record in the queue, the spool never
+    above twice the in-flight window and not growing over the window (its
+    trend times the window under one window's worth).  The monitor kept up
+    with the producers: every produced event in the file, its events/s
+    within 2 % of what the producers made over the window.
+    """
+    runs = [r for r in section[AMQP]["runs"] if "error" not in r]
+    median = section[AMQP]["median"]
+    fileOnly = section.get(FILE_ONLY, {}).get("median", {}).get("cpuPerEventUs")
+    mine = median.get("cpuPerEventUs")
+
+    def every(check: Callable[[dict[str, Any]], bool]) -> bool:
+        return bool(runs) and all(check(r) for r in runs)
+
+    delivered = every(lambda r: (r.get("deliveredRatio") or 0) >= 1.0)
+    queued = every(lambda r: r.get("queued") == r.get("records"))
+    pace = every(lambda r: r["eventsPerSecond"] >= 0.98 * r["producedPerSecond"])
+    bounded = every(lambda r: (r.get("spoolRecordsMax") or 0) <= 2 * AMQP_WINDOW)
+    flat = every(
+        lambda r: (
+            r.get("spoolRecordsPerSecond") is not None
+            and r["spoolRecordsPerSecond"] * r["seconds"] < AMQP_WINDOW
+        )
+    )
+    return {
+        "rounds": len(runs),
+        "failed": len(section[AMQP]["runs"]) - len(runs),
+        "allDelivered": delivered,
+        "allQueued": queued,
+        "paceHeld": pace,
+        "spoolBounded": bounded,
+        "spoolFlat": flat,
+        "outputKeepsUp": queued and bounded and flat,
+        "monitorKeepsUp": delivered and pace,
+        "keepsUp": delivered and queued and pace and bounded and flat,
+        "fileCpuPerEventUs": fileOnly,
+        "cpuPerEventUs": mine,
+        "ratioToFile": mine / fileOnly if mine is not None and fileOnly else None,
+        "window": AMQP_WINDOW,
+    }
 
 
 def ratios(section: dict[str, Any]) -> dict[str, float | None]:
@@ -891,7 +1235,27 @@ def main(argv: list[str] | None = None) -> int:
         "contenders": {name: c.shown for name, c in CONTENDERS.items()},
     }
     if "event" in settings.parts:
-        report["event"] = eventPart(settings, log, os.path.join(args.results_dir, "profiles"))
+        broker: Broker | None = None
+        if AMQP in settings.contenders:
+            reason = Broker.unavailable()
+            if reason is None:
+                log("starting a private RabbitMQ for monitor-amqp")
+                broker = Broker()
+                try:
+                    report["broker"] = broker.start()
+                except Exception as e:
+                    broker.stop()
+                    broker, reason = None, f"{type(e).__name__}: {e}"
+            if reason is not None:
+                log(f"no {AMQP}: {reason}")
+                report["broker"] = {"error": reason}
+        try:
+            report["event"] = eventPart(
+                settings, log, os.path.join(args.results_dir, "profiles"), broker
+            )
+        finally:
+            if broker is not None:
+                broker.stop()
     if "scale" in settings.parts:
         report["scale"] = scalePart(settings, log)
     report["seconds"] = time.monotonic() - started
@@ -977,6 +1341,8 @@ def markdown(report: dict[str, Any]) -> str:
         for pair, ratio in section["ratios"].items():
             verdict = "" if ratio is None else (" (within 2x)" if ratio <= 2 else " (above 2x)")
             lines.append(f"- CPU per event, {pair}: **{_fmt(ratio, 2)}**{verdict}")
+        if "amqp" in section:
+            lines += amqpMarkdown(key, section, report.get("broker", {}), settings)
         profile = section.get("profile")
         if profile and "error" not in profile:
             cost = profile["cpuPerEventUsUnderProfiler"]
@@ -1003,6 +1369,144 @@ def markdown(report: dict[str, Any]) -> str:
     if "scale" in report:
         lines += scaleMarkdown(report["scale"], settings)
     return "\n".join(lines) + "\n"
+
+
+def _int(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def amqpMarkdown(
+    key: str, section: dict[str, Any], broker: dict[str, Any], settings: dict[str, Any]
+) -> list[str]:
+    """The AMQP output's figures for one rate, beside the file output's, and the verdict."""
+    verdict, m, runs = section["amqp"], section[AMQP]["median"], section[AMQP]["runs"]
+    good = [r for r in runs if "error" not in r]
+    fileOnly = section.get(FILE_ONLY, {}).get("median", {})
+    rows = [
+        [
+            f"{FILE_ONLY} (file only)",
+            _fmt(fileOnly.get("producedPerSecond"), 0),
+            _fmt(fileOnly.get("eventsPerSecond"), 0),
+            _fmt(fileOnly.get("cpuPerEventUs")),
+            _spread(section.get(FILE_ONLY, {}).get("runs", []), "cpuPerEventUs"),
+            _fmt(fileOnly.get("cpuShare"), 1, 100),
+            _fmt(fileOnly.get("brokerCpuPerEventUs")),
+            _fmt(fileOnly.get("brokerCpuShare"), 1, 100),
+            *["-"] * 3,
+            _spread(section.get(FILE_ONLY, {}).get("runs", []), "caughtUpSecondsAfterProducers", 1),
+            "-",
+        ],
+        [
+            f"{AMQP} (file and AMQP)",
+            _fmt(m.get("producedPerSecond"), 0),
+            _fmt(m.get("eventsPerSecond"), 0),
+            _fmt(m.get("cpuPerEventUs")),
+            _spread(runs, "cpuPerEventUs"),
+            _fmt(m.get("cpuShare"), 1, 100),
+            _fmt(m.get("brokerCpuPerEventUs")),
+            _fmt(m.get("brokerCpuShare"), 1, 100),
+            "; ".join(
+                f"{_int(r.get('spoolRecordsStart'))} / {_int(r.get('spoolRecordsEnd'))}"
+                f" / {_int(r.get('spoolRecordsMax'))}"
+                for r in good
+            )
+            or "-",
+            _spread(good, "spoolRecordsPerSecond", 0),
+            _spread(good, "spoolEmptySecondsAfterProducers", 2),
+            _spread(good, "caughtUpSecondsAfterProducers", 1),
+            ", ".join(f"{_int(r.get('queued'))} / {_int(r.get('records'))}" for r in good) or "-",
+        ],
+    ]
+    header = ["contender", "produced/s", "events/s", "monitor CPU µs/event", "per round"]
+    header += ["monitor CPU %", "broker CPU µs/event", "broker CPU %"]
+    header += ["spool records start / end / max, per round", "spool trend, records/s"]
+    header += ["spool empty, s after producers", "last event in file, s after producers"]
+    header += ["queued / records written, per round"]
+    spoolBytes = _fmt(m.get("spoolBytesMax"), 0, 1 / 1024)
+    disk = _fmt(m.get("spoolDiskMax"), 0, 1 / 1024)
+    version = broker.get("version", "-")
+    idle = _fmt(broker.get("idleCpuShare"), 1, 100)
+    ratio = _fmt(verdict.get("ratioToFile"), 2)
+    rate = f"{m.get('eventsPerSecond') or 0:,.0f}"
+    where = "flat out" if key == "flat out" else f"at {key.removeprefix('paced ')}"
+    spoolMax = _int(max((r.get("spoolRecordsMax") or 0 for r in good), default=None))
+    if verdict["outputKeepsUp"]:
+        output = (
+            f"**The AMQP output keeps up {where}** with what the monitor receives: in every"
+            f" round every record is in the queue, the spool holds at most {spoolMax} records"
+            f" (the in-flight window is {AMQP_WINDOW:,}) and does not grow, and it is empty"
+            f" {_fmt(m.get('spoolEmptySecondsAfterProducers'), 2)} s after the producers stop."
+        )
+    else:
+        trends = [r["spoolRecordsPerSecond"] for r in good if r.get("spoolRecordsPerSecond")]
+        queuedAll = (
+            "every record still reached the queue"
+            if verdict["allQueued"]
+            else ("not every record reached the queue")
+        )
+        output = (
+            f"**The AMQP output does not keep up {where}:** the spool"
+            + (
+                f" grows by {min(trends):,.0f} to {max(trends):,.0f} records/s over the window"
+                if trends
+                else " was not sampled"
+            )
+            + f" (rounds), to at most {spoolMax} records against an in-flight window of"
+            f" {AMQP_WINDOW:,}, and is empty only"
+            f" {_fmt(m.get('spoolEmptySecondsAfterProducers'), 1)} s after the producers stop"
+            f" (median); {queuedAll}, records dropped:"
+            f" {_spread(good, 'spoolDroppedTotal', 0)}."
+        )
+    if verdict["monitorKeepsUp"]:
+        monitor = (
+            f" The monitor with `--amqp` keeps up with the producers: {rate} events/s, every"
+            f" produced event in the file; its CPU per event is {ratio}x the file output's."
+        )
+    else:
+        behind = [
+            f"{int(r['tag'].removeprefix('r')) + 1}: {r['eventsPerSecond']:,.0f} events/s against"
+            f" {r['producedPerSecond']:,.0f} produced/s"
+            for r in good
+            if r["eventsPerSecond"] < 0.98 * r["producedPerSecond"]
+        ]
+        monitor = (
+            " The monitor with `--amqp` falls behind the producers over the window in"
+            f" round {'; round '.join(behind) or '-'}, where the file output alone got"
+            f" {_fmt(fileOnly.get('eventsPerSecond'), 0)} of"
+            f" {_fmt(fileOnly.get('producedPerSecond'), 0)} (medians)"
+            + (
+                "; every event reached the file in the end, the last"
+                f" {_fmt(m.get('caughtUpSecondsAfterProducers'), 1)} s after the producers"
+                " stopped (median)"
+                if verdict["allDelivered"]
+                else "; not every produced event reached the file"
+            )
+            + f". Its CPU per event is {ratio}x the file output's."
+        )
+    conclusion = output + monitor
+    return [
+        "",
+        f"#### The AMQP output, producers {key}",
+        "",
+        f"`{AMQP}` is `{FILE_ONLY}` plus `--amqp URL --spool DIR --metrics ...`: every record"
+        f" also goes, through the spool on disk, to a private RabbitMQ ({version}, started once"
+        f" for the run; idle it uses {idle} % of a core), with publisher confirms, into a durable"
+        f" queue bound `#` to the exchange `{AMQP_EXCHANGE}`, purged before each round. Spool"
+        " records from the monitor's `/metrics` every"
+        f" {_fmt(settings.get('spoolPeriod'), 2)} s over the window; broker"
+        " CPU is beam.smp's (in the file-only row, the idle broker's during that contender's"
+        " window); queued = messages in the queue once the spool is empty, records ="
+        " lines in the output file (every record, probes and warm-up included).",
+        "",
+        *_table(header, rows),
+        "",
+        "Spool bytes (the monitor's count: a segment file, 16 MiB with the default"
+        " `--spool-size`, stays until all its records are confirmed)"
+        f" at most {spoolBytes} KiB, its directory {disk} KiB (medians of the rounds' maxima);"
+        f" records dropped: {_spread(good, 'spoolDroppedTotal', 0)}.",
+        "",
+        conclusion,
+    ]
 
 
 def scaleMarkdown(scale: dict[str, Any], settings: dict[str, Any]) -> list[str]:
