@@ -157,6 +157,15 @@ async def runPython(source: str) -> tuple[str, str, int]:
     return out.decode(), err.decode(), code
 
 
+def readText(path: str) -> str:
+    """A file's text so far (a log being written), or "" before it exists."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def logMessages(case: SynchronousTestCase) -> list[str]:
     """Every message logged from now until C{case} ends, formatted."""
     messages: list[str] = []

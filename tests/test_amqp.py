@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from ._harness import churn, spawnPython, startDaemon, until
+from ._harness import churn, readText, spawnPython, startDaemon, until
 from ._monitorprocess import Monitor, has, spawnMonitor
 from ._producers import spawnProducer
 from ._rabbitmq import PrivateRabbitMQ, requireRabbitMQ
@@ -236,14 +236,14 @@ class AMQPTests(TestCase):
         monitor = self.monitor("--uri", daemon.testURI, "--amqp", self.rabbit.url + "?heartbeat=2")
         await monitor.when(has("inventory", daemon.testURI))
         logfile = monitor.logfile
-        await until(lambda: "AMQP: publishing to" in _read(logfile))
+        await until(lambda: "AMQP: publishing to" in readText(logfile))
         await deferToThread(self.rabbit.pause)
         try:
             await deferToThread(churn, daemon.testURI, "while-hung")
             await monitor.when(has("domain.lifecycle", name="while-hung", event="STOPPED"))
             # pika misses two heartbeats, then gives up on the connection.
-            await until(lambda: "AMQP: lost" in _read(logfile), timeout=40)
-            [lost] = [line for line in _read(logfile).splitlines() if "AMQP: lost" in line]
+            await until(lambda: "AMQP: lost" in readText(logfile), timeout=40)
+            [lost] = [line for line in readText(logfile).splitlines() if "AMQP: lost" in line]
             self.assertIn("Heartbeat", lost)
         finally:
             await deferToThread(self.rabbit.resume)
@@ -266,7 +266,7 @@ class AMQPTests(TestCase):
         wanted = {(name, event) for name in names for event in ("STARTED", "STOPPED")}
         await collected.until(lambda records: lifecycleNames(records, "nacked-") >= wanted)
         self.assertEqual(await monitor.terminate(), 0)
-        self.assertIn("AMQP: refused by", _read(monitor.logfile))
+        self.assertIn("AMQP: refused by", readText(monitor.logfile))
 
     async def test_aChannelTheBrokerClosesIsOpenedAgain(self) -> None:
         daemon = startDaemon(self)
@@ -274,11 +274,13 @@ class AMQPTests(TestCase):
         monitor = self.monitor("--uri", daemon.testURI)
         await monitor.when(has("inventory", daemon.testURI))
         logfile = monitor.logfile
-        await until(lambda: "AMQP: publishing to" in _read(logfile))
+        await until(lambda: "AMQP: publishing to" in readText(logfile))
         await deferToThread(deleteExchange, self.rabbit.url, EXCHANGE)
         await deferToThread(churn, daemon.testURI, "into-nothing")
-        await until(lambda: "AMQP: channel closed by" in _read(logfile))
-        await until(lambda: "AMQP: publishing to" in _read(logfile).split("channel closed by")[-1])
+        await until(lambda: "AMQP: channel closed by" in readText(logfile))
+        await until(
+            lambda: "AMQP: publishing to" in readText(logfile).split("channel closed by")[-1]
+        )
         # The monitor declared the exchange again; bind the queue again too.
         await deferToThread(bindQueue, self.rabbit.url, self.queue)
         await deferToThread(churn, daemon.testURI, "after-reopen")
@@ -286,7 +288,7 @@ class AMQPTests(TestCase):
         await collected.until(
             lambda records: ("after-reopen", "STOPPED") in lifecycleNames(records, "after-")
         )
-        self.assertIn("NOT_FOUND", _read(logfile))
+        self.assertIn("NOT_FOUND", readText(logfile))
         self.assertEqual(await monitor.terminate(), 0)
 
     async def test_aFullSpoolDropsTheOldest(self) -> None:
@@ -344,8 +346,8 @@ class AMQPTests(TestCase):
             await monitor.when(has("inventory", daemon.testURI))
             # Three attempts, each refused: one error in the log, then quiet.
             logfile = monitor.logfile
-            await until(lambda: _read(logfile).count("again:") >= 2, timeout=30)  # noqa: B023
-            log = _read(logfile)
+            await until(lambda: readText(logfile).count("again:") >= 2, timeout=30)  # noqa: B023
+            log = readText(logfile)
             errors = [line for line in log.splitlines() if "#error] AMQP: cannot publish" in line]
             self.assertEqual(len(errors), 1, errors)
             self.assertIn(message, errors[0])
@@ -354,11 +356,3 @@ class AMQPTests(TestCase):
             await deferToThread(churn, daemon.testURI, "flowing")
             await monitor.when(has("domain.lifecycle", name="flowing", event="STOPPED"))
             self.assertEqual(await monitor.terminate(), 0)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from ._harness import churn, startDaemon, until
+from ._harness import churn, readText, startDaemon, until
 from ._http import freePort
 from ._monitorprocess import SCRIPT, TWIST, TWISTD, Monitor, Records, has, spawnMonitor
 from ._prometheus import PrivatePrometheus, requirePrometheus, values
@@ -98,8 +98,8 @@ class ReloadTests(TestCase):
         with open(config, "a") as f:
             f.write("[[host]]\nuri = 'qemu:///system'\nreadonly = true\n")
         monitor.process.signalProcess("HUP")
-        await until(lambda: "reload: " in _read(monitor.logfile))
-        errors = [line for line in _read(monitor.logfile).splitlines() if "reload: " in line]
+        await until(lambda: "reload: " in readText(monitor.logfile))
+        errors = [line for line in readText(monitor.logfile).splitlines() if "reload: " in line]
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("unknown key 'readonly'", errors[0])
         self.assertIn("still watching the same hosts", errors[0])
@@ -134,14 +134,6 @@ class ReloadTests(TestCase):
         self.assertEqual(lifecycles(readRecords(rotated, output), daemon.testURI, "rot-"), expected)
         self.assertIn(("rot-last", "STOPPED"), lifecycles(readRecords(output), daemon.testURI, ""))
         self.assertEqual(await monitor.terminate(), 0)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 class SystemdTests(TestCase):
@@ -236,7 +228,7 @@ class BadOptionTests(TestCase):
         self.assertTrue(lines[0].startswith("libvirt-monitor: "), lines)
         self.assertIn(message, lines[0])
         self.assertEqual(monitor.text, [])
-        self.assertNotIn("Traceback", _read(monitor.logfile))
+        self.assertNotIn("Traceback", readText(monitor.logfile))
 
     async def test_eachBadOptionUpFront(self) -> None:
         directory = os.path.abspath(self.mktemp())
