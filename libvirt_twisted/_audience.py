@@ -11,14 +11,14 @@ called with every status.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import DeferredQueue
 from twisted.logger import Logger
 
 from ._connection import LibvirtConnection
 from ._connectionstatus import ConnectionStatus
-from ._delivery import Delivery, Target
+from ._delivery import Delivery, Listener
 from ._reactor import Scheduler
 from ._subscriptions import Subscription
 from .events import Event, decode
@@ -63,8 +63,9 @@ class Audience:
         if subscription.decoded or isinstance(target, DeferredQueue):
             self._give(subscription, (connection, *args, subscription.opaque))
             return
+        raw = cast("Callable[..., object]", target)  # not decoded: a raw callback
         try:  # the event path: a plain callable, called straight away
-            target(connection, *args, subscription.opaque)
+            raw(connection, *args, subscription.opaque)
         except Exception:
             log.failure("event callback {callback!r} raised", callback=target)
 
@@ -72,7 +73,7 @@ class Audience:
         self,
         status: ConnectionStatus,
         queues: Iterable[DeferredQueue[Any]],
-        synthesized: Iterable[tuple[Target, Event]] = (),
+        synthesized: Iterable[tuple[Listener, Event]] = (),
     ) -> None:
         """
         Tell C{queues}, in order with the events before, and the observers;
@@ -97,7 +98,7 @@ class Audience:
         connection: LibvirtConnection,
         status: ConnectionStatus,
         queues: Iterable[DeferredQueue[Any]],
-        synthesized: Iterable[tuple[Target, Event]] = (),
+        synthesized: Iterable[tuple[Listener, Event]] = (),
     ) -> None:
         """
         C{connection} is now current: tell C{status}, then the events that

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from ._connectionstatus import ConnectionStatus
 from ._reactor import Scheduler
 from ._registry import Key
+from .events import Event
 
 #: What receives events: a callable, or a queue that receives them as tuples
 #: (a service's also receives L{ConnectionStatus}es).  A DeferredQueue's item
@@ -28,6 +29,15 @@ Target = (
     | DeferredQueue[tuple[Any, ...] | ConnectionStatus]
     | DeferredQueue[object]
 )
+
+#: What receives decoded events (a service's C{watch}): a callable of one
+#: L{Event}, or a queue of events and statuses (or of anything).
+EventTarget = (
+    Callable[[Event], object] | DeferredQueue[Event | ConnectionStatus] | DeferredQueue[object]
+)
+
+#: Either: what a service keeps for a subscriber of raw or of decoded events.
+Listener = Target | EventTarget
 
 
 class Delivery:

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import DeferredQueue
-
 from ._audience import Audience
 from ._connection import LibvirtConnection
 from ._connectionstatus import ConnectionStatus
-from ._delivery import Target
+from ._delivery import EventTarget, Listener, Target
 from ._subscriptions import Subscriptions
-from .events import Event, allKinds
+from .events import allKinds
 
 
 class LibvirtServiceEvents:
@@ -69,7 +67,7 @@ class LibvirtServiceEvents:
     def watch(
         self,
         kind: str,
-        callback: Callable[[Event], object] | DeferredQueue[Any],
+        callback: EventTarget,
         objectFilter: str | None = None,
     ) -> int:
         """
@@ -84,7 +82,9 @@ class LibvirtServiceEvents:
             L{events.allKinds()<libvirt_twisted.events.allKinds>}.
         @param callback: called with each decoded
             L{Event<libvirt_twisted.events.Event>}, or a C{DeferredQueue} (an
-            L{EventQueue}) that receives them on a later reactor turn.
+            L{EventQueue}) that receives them, and every L{ConnectionStatus},
+            on a later reactor turn: typed C{EventQueue[Event | ConnectionStatus]}
+            (or C{Any}, or C{object}).
         @param objectFilter: the UUID (a node device's name) of the one
             object to hear of, or C{None} for all.
         @return: an id for L{unsubscribe}.
@@ -100,7 +100,7 @@ class LibvirtServiceEvents:
         self,
         family: str,
         eventID: int,
-        callback: Target,
+        callback: Listener,
         opaque: Any,
         objectFilter: str | None,
         decoded: bool,

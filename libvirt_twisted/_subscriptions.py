@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from . import _families
 from ._connection import LibvirtConnection
-from ._delivery import Target
+from ._delivery import Listener
 from ._queue import EventQueue
 from ._reactor import ThreadsReactor
 from ._registrations import ConnectionClosedError, UnknownCallbackError, checkCallback
@@ -49,7 +49,7 @@ class Subscription:
     id: int
     family: _families.Family
     eventID: int
-    target: Target
+    target: Listener
     opaque: Any
     objectFilter: str | None
     decoded: bool = False
@@ -116,7 +116,7 @@ class Subscriptions:
         self,
         familyName: str,
         eventID: int,
-        callback: Target,
+        callback: Listener,
         opaque: Any,
         objectFilter: str | None,
         onFinish: Callable[[int], None],
@@ -162,7 +162,7 @@ class Subscriptions:
         """Whether libvirt has accepted the subscription on the current connection."""
         return subscriptionId in self._registered
 
-    def decodedFor(self, events: Iterable[Event]) -> list[tuple[Target, Event]]:
+    def decodedFor(self, events: Iterable[Event]) -> list[tuple[Listener, Event]]:
         """
         Each of C{events} (synthesized) with each decoded subscriber of its
         kind and object, in order.

@@ -152,6 +152,7 @@ def packageClasses() -> set[str]:
 #: typing-only proxies of inThread.
 NAMEABLE = (
     set(libvirt_twisted.__all__)
+    | set(libvirt_twisted.events.__all__)
     | {"LibvirtConnectionEvents", "LibvirtServiceEvents", "LibvirtConnectionInThread"}
     | {typedName(c) for c in CLASSES}
 )
