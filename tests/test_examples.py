@@ -70,6 +70,10 @@ class ExampleTests(TestCase):
             ],
         )
 
+    async def test_privateDaemon(self) -> None:
+        out = await self.runExample("private_daemon.py")
+        self.assertEqual(out, "domains: ['test']\n")
+
     async def test_webTacUnderTwistd(self) -> None:
         port = freePort()
         os.environ["LIBVIRT_WEB_ENDPOINT"] = f"tcp:{port}:interface=127.0.0.1"

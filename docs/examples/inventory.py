@@ -17,13 +17,15 @@ def changed(change):
         print("changed:", change.after.name, change.after.state, "by", change.source)
 
 
+def happened(event):
+    print("event:", event.name, event.fields["event"])
+
+
 async def main(reactor):
     libvirt_twisted.install(reactor)
     service = LibvirtService("test:///default", inventory=True, resync=60.0)
     service.inventory.addObserver(changed)
-    service.watch(
-        "domain.lifecycle", lambda event: print("event:", event.name, event.fields["event"])
-    )
+    service.watch("domain.lifecycle", happened)
     service.startService()
 
     conn = await service.whenConnected()

@@ -8,7 +8,7 @@ from twisted.internet import reactor
 
 import libvirt_twisted
 
-libvirt_twisted.install()
+libvirt_twisted.install()  # before opening any connection
 conn = libvirt.open("test:///default")
 
 
