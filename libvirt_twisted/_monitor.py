@@ -74,7 +74,7 @@ def makeService(options: Options) -> IService:
         stdout,
         later=lambda flush: reactor.callLater(0, flush),
     )
-    publisher = _publisher(options, output, reactor)
+    publisher = _publisher(config, output, reactor)
     try:
         output.open()
     except OutputError as e:
@@ -107,19 +107,21 @@ def makeService(options: Options) -> IService:
     return top
 
 
-def _publisher(options: Options, output: Output, reactor: MonitorReactor) -> AMQPPublisher | None:
+def _publisher(
+    config: MonitorConfig, output: Output, reactor: MonitorReactor
+) -> AMQPPublisher | None:
     """With C{--amqp}: the publisher, its spool open, fed by the output."""
-    if options.amqp is None or options.spool is None:
+    if config.amqp is None or config.spool is None:
         return None
     from ._amqppublisher import AMQPPublisher
     from ._spool import Spool, SpoolError
 
     try:
-        spool = Spool(*options.spool)
+        spool = Spool(*config.spool)
     except (SpoolError, ValueError) as e:
         output.close()
         raise SystemExit(f"libvirt-monitor: --spool {e}") from None
-    publisher = AMQPPublisher(options.amqp, spool, reactor)
+    publisher = AMQPPublisher(config.amqp, spool, reactor)
 
     def publish(record: Mapping[str, Any]) -> bytes | None:
         try:
@@ -226,6 +228,10 @@ class MonitorService(MultiService):
             )
         if config.metrics != self.config.metrics:
             log.warn("reload: a new --metrics endpoint takes a restart; still serving the old one")
+        if (config.amqp, config.spool) != (self.config.amqp, self.config.spool):
+            log.warn(
+                "reload: new --amqp or --spool settings take a restart; still publishing as before"
+            )
         self.config = config
         setThreadPoolSize(max(10, 3 * len(config.hosts)), self._reactor)
         log.info("reloaded: watching {count} hosts", count=len(config.hosts))

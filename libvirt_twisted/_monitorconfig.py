@@ -10,7 +10,6 @@ line or host, and the problem, and never a password.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import tomllib
@@ -22,21 +21,35 @@ from typing import Any
 
 import libvirt
 
-from . import events
+from ._amqpsettings import (
+    DEFAULT_EXCHANGE,
+    AMQPSettings,
+    AMQPSettingsError,
+    amqpSettings,
+    pikaOrExit,
+)
+from ._settingvalues import (
+    ConfigError,
+    describe,
+    parseFormat,
+    parseKeepalive,
+    parseKinds,
+    parseSeconds,
+    parseSize,
+)
 from ._uri import checkURI, maskURI
 
-
-class ConfigError(ValueError):
-    """
-    A configuration the monitor cannot run.  Its str() is one line,
-    C{FILE: WHERE: problem}, each part there when known: a command-line
-    value has no file, a global setting no host.
-    """
-
-    def __init__(self, problem: str, path: str | None = None, where: str | None = None) -> None:
-        self.problem, self.path, self.where = problem, path, where
-        text = ": ".join(part for part in (path, where, problem) if part)
-        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
+__all__ = [
+    "DEFAULTS",
+    "ConfigError",
+    "HostConfig",
+    "MonitorConfig",
+    "loadConfig",
+    "parseFormat",
+    "parseKeepalive",
+    "parseKinds",
+    "parseSeconds",
+]
 
 
 #: The raw value of each setting when neither the command line nor the file
@@ -55,6 +68,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "read-only": False,
         "metrics": None,
         "stop-after": None,
+        "amqp": None,
+        "amqp-exchange": DEFAULT_EXCHANGE,
+        "amqp-password-file": None,
+        "amqp-password-env": None,
+        "spool": None,
+        "spool-size": "256M",
     }
 )
 
@@ -130,91 +149,9 @@ class MonitorConfig:
     retryMax: float
     resync: float | None
     stopAfter: float | None
-
-
-def _shown(value: object, asTOML: bool = True) -> str:
-    """
-    C{value} in an error: as TOML writes it, for an error about its type;
-    a string as the command line shows it (quoted by repr()) otherwise.
-    """
-    if isinstance(value, str):
-        return json.dumps(value) if asTOML else repr(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return "an array" if isinstance(value, list) else "a table"
-    return repr(value) if isinstance(value, int | float) else f"a {type(value).__name__}"
-
-
-def parseFormat(value: object, *, label: str = "--format") -> str:
-    """The output format, C{"text"} or C{"json"}; C{label} names the setting in errors."""
-    if value not in ("text", "json"):
-        raise ConfigError(f"{label} must be text or json, not {_shown(value, False)}")
-    return "text" if value == "text" else "json"
-
-
-def parseKinds(spec: object, *, label: str = "--events") -> tuple[str, ...]:
-    """
-    The event kinds C{spec} chooses, in its order: C{"all"}, families such
-    as C{"domain"}, or exact kinds such as C{"domain.lifecycle"}, as one
-    comma-separated string or (in the file) a list of strings.
-    """
-    if isinstance(spec, list | tuple) and spec and all(isinstance(w, str) for w in spec):
-        words = [word.strip() for item in spec for word in item.split(",")]
-    elif isinstance(spec, str):
-        words = [word.strip() for word in spec.split(",")]
-    else:
-        raise ConfigError(
-            f"{label} must be event kinds, comma-separated or a list of strings, not {_shown(spec)}"
-        )
-    known = events.allKinds()
-    if "all" in words:
-        return tuple(sorted(known))
-    chosen: list[str] = []
-    for word in words:
-        matching = [k for k in known if k == word or k.startswith(word + ".")]
-        if not matching:
-            raise ConfigError(
-                f"unknown event kind {word!r}; --list-events shows those of this libvirt"
-            )
-        chosen.extend(k for k in sorted(matching) if k not in chosen)
-    return tuple(chosen)
-
-
-def parseKeepalive(spec: object, *, label: str = "--keepalive") -> tuple[int, int] | None:
-    """C{"INTERVAL:COUNT"} as C{(interval, count)}, or None for C{"off"}."""
-    if spec == "off":
-        return None
-    match = re.fullmatch(r"([0-9]+):([0-9]+)", spec) if isinstance(spec, str) else None
-    if match is None or int(match[1]) < 1:
-        raise ConfigError(
-            f"{label} must be INTERVAL:COUNT (seconds >= 1, count >= 0) or off,"
-            f" not {_shown(spec, False)}"
-        )
-    return int(match[1]), int(match[2])
-
-
-def parseSeconds(
-    name: str, value: object, allowOff: bool, *, label: str | None = None
-) -> float | None:
-    """
-    A positive, finite number of seconds, from a number or a string; None
-    for C{"off"} if C{allowOff}.  Errors name the option C{--name} unless
-    given C{label}.
-    """
-    label = label or f"--{name}"
-    off = " or off" if allowOff else ""
-    if allowOff and value == "off":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{label} must be a number of seconds{off}, not {_shown(value, False)}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{label} must be a number of seconds{off}, not {value!r}") from None
-    if not 0 < number < float("inf"):
-        raise ConfigError(f"{label} must be a positive number of seconds{off}, not {value!r}")
-    return number
+    #: With C{amqp}: the broker, and the spool's directory and size limit.
+    amqp: AMQPSettings | None = None
+    spool: tuple[str, int] | None = None
 
 
 def _parse(key: str, value: object, fromFile: bool) -> Any:
@@ -231,14 +168,16 @@ def _parse(key: str, value: object, fromFile: bool) -> Any:
         isNumber = isinstance(value, int | float) and not isinstance(value, bool)
         if fromFile and not (isNumber or (allowOff and value == "off")):
             off = ' or "off"' if allowOff else ""
-            raise ConfigError(f"{label} must be a number of seconds{off}, not {_shown(value)}")
+            raise ConfigError(f"{label} must be a number of seconds{off}, not {describe(value)}")
         return parseSeconds(key, value, allowOff, label=label)
+    if key == "spool-size":
+        return parseSize(value, label=label)
     if key == "read-only":
         if fromFile and not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false, not {_shown(value)}")
+            raise ConfigError(f"{label} must be true or false, not {describe(value)}")
         return bool(value)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{label} must be a non-empty string, not {_shown(value)}")
+        raise ConfigError(f"{label} must be a non-empty string, not {describe(value)}")
     return value
 
 
@@ -401,4 +340,37 @@ def loadConfig(path: str | None, commandLine: Mapping[str, Any]) -> MonitorConfi
         retryMax=pick("retry-max"),
         resync=pick("resync"),
         stopAfter=pick("stop-after"),
+        **_amqp(pick, given, path),
     )
+
+
+def _amqp(pick: Callable[[str], Any], given: Mapping[str, Any], path: str | None) -> dict[str, Any]:
+    """
+    The C{amqp} and C{spool} of L{MonitorConfig}, when C{amqp} is set.  A
+    password source on the command line replaces the file's; a password
+    file the config file names lies relative to it.  Errors name the file
+    when it set the broker.
+    """
+    url = pick("amqp")
+    if url is None:
+        return {}
+    where = path if "amqp" not in given else None
+    sources = ("amqp-password-file", "amqp-password-env")
+    if any(key in given for key in sources):  # the command line's source replaces the file's
+        passwordFile, passwordEnv = (given.get(key) for key in sources)
+    else:
+        passwordFile, passwordEnv = (pick(key) for key in sources)
+        if passwordFile is not None and path is not None:
+            passwordFile = os.path.join(os.path.dirname(path), os.path.expanduser(passwordFile))
+    try:
+        pikaOrExit()
+        settings = amqpSettings(url, pick("amqp-exchange"), passwordFile, passwordEnv)
+    except AMQPSettingsError as e:
+        raise ConfigError(str(e), where) from None
+    directory = pick("spool")
+    if directory is None:
+        state = os.environ.get("STATE_DIRECTORY")
+        if not state:
+            raise ConfigError("--amqp needs --spool DIR: where records wait for the broker", where)
+        directory = os.path.join(state.split(":")[0], "spool")
+    return {"amqp": settings, "spool": (directory, pick("spool-size"))}

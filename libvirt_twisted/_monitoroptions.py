@@ -6,8 +6,6 @@ reactor runs.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any, ClassVar
 
 from twisted.python import usage
@@ -15,10 +13,6 @@ from twisted.python import usage
 from . import events
 from ._amqpsettings import (
     DEFAULT_EXCHANGE,
-    AMQPSettings,
-    AMQPSettingsError,
-    amqpSettings,
-    pikaOrExit,
 )
 from ._monitorconfig import ConfigError, MonitorConfig, loadConfig
 from ._uri import checkURI
@@ -34,6 +28,12 @@ SETTINGS = (
     "resync",
     "metrics",
     "stop-after",
+    "amqp",
+    "amqp-exchange",
+    "amqp-password-file",
+    "amqp-password-env",
+    "spool",
+    "spool-size",
 )
 
 
@@ -79,7 +79,7 @@ class Options(usage.Options):
             " (e.g. tcp:9177:interface=127.0.0.1).",
         ],
         ["amqp", None, None, "Publish every record to RabbitMQ: amqp://user:password@host/vhost."],
-        ["amqp-exchange", None, DEFAULT_EXCHANGE, "The topic exchange to publish to."],
+        ["amqp-exchange", None, None, f"The topic exchange to publish to ({DEFAULT_EXCHANGE})."],
         ["amqp-password-file", None, None, "Read the broker's password from this file."],
         ["amqp-password-env", None, None, "Read the broker's password from this variable."],
         [
@@ -89,13 +89,10 @@ class Options(usage.Options):
             "Where records wait for the broker's confirmation (default: spool/ in"
             " $STATE_DIRECTORY, as systemd sets it).",
         ],
-        ["spool-size", None, "256M", "The spool's size limit: bytes, or with K, M or G."],
+        ["spool-size", None, None, "The spool's size limit: bytes, or with K, M or G (256M)."],
     ]
 
     config: MonitorConfig
-    #: With --amqp: the broker, and where records wait for it.
-    amqp: AMQPSettings | None = None
-    spool: tuple[str, int] | None = None
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -124,29 +121,6 @@ class Options(usage.Options):
             self.config = loadConfig(self["config"], self.commandLine())
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
-        if self["amqp"] is not None:
-            self._amqp()
-
-    def _amqp(self) -> None:
-        try:
-            pikaOrExit()
-            self.amqp = amqpSettings(
-                self["amqp"],
-                self["amqp-exchange"],
-                self["amqp-password-file"],
-                self["amqp-password-env"],
-            )
-        except AMQPSettingsError as e:
-            raise usage.UsageError(str(e)) from None
-        directory = self["spool"]
-        if directory is None:
-            state = os.environ.get("STATE_DIRECTORY")
-            if not state:
-                raise usage.UsageError(
-                    "--amqp needs --spool DIR: where records wait for the broker"
-                )
-            directory = os.path.join(state.split(":")[0], "spool")
-        self.spool = (directory, _bytes("--spool-size", self["spool-size"]))
 
     def commandLine(self) -> dict[str, Any]:
         """What the command line says, for L{loadConfig}: given settings only."""
@@ -156,13 +130,3 @@ class Options(usage.Options):
         if self["read-only"]:
             given["read-only"] = True
         return given
-
-
-def _bytes(name: str, value: str) -> int:
-    """A size in bytes, C{K}, C{M} or C{G} (powers of 1024) allowed."""
-    match = re.fullmatch(r"([0-9]+)([KMG]?)", value.strip().upper())
-    if match is None or int(match[1]) == 0:
-        raise usage.UsageError(
-            f"{name} must be a number of bytes (K, M or G allowed), not {value!r}"
-        )
-    return int(match[1]) * 1024 ** " KMG".index(match[2] or " ")  # type: ignore[no-any-return]

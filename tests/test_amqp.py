@@ -152,6 +152,54 @@ class AMQPTests(TestCase):
         )
         self.assertEqual({r["monitor"] for r in records}, {records[0]["monitor"]})
 
+    async def test_theBrokerFromTheConfigFile(self) -> None:
+        """
+        The file sets the broker, its password (from a file beside it) and
+        the spool; the command line's exchange wins over the file's.
+        """
+        daemon = startDaemon(self)
+        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "amqp.password"), "w") as f:
+            f.write("guest\n")
+        config = os.path.join(directory, "monitor.toml")
+        with open(config, "w") as f:
+            f.write(
+                f'amqp = "{self.rabbit.url.replace("guest:guest@", "guest@")}"\n'
+                f'amqp-exchange = "elsewhere"\n'
+                f'amqp-password-file = "amqp.password"\n'
+                f'spool = "{os.path.join(directory, "spool")}"\n'
+                f'[[host]]\nuri = "{daemon.testURI}"\n'
+            )
+        monitor = spawnMonitor(
+            self, "--format", "json", "--config", config, "--amqp-exchange", "libvirt"
+        )
+        await monitor.when(has("inventory", daemon.testURI))
+        await deferToThread(churn, daemon.testURI, "configured")
+        await monitor.when(has("domain.lifecycle", name="configured", event="STOPPED"))
+        collected = Collector(self.rabbit.url, self.queue)
+        await collected.until(
+            lambda records: ("configured", "STOPPED") in lifecycleNames(records, "c")
+        )
+        # A reload that changes the broker's settings warns that they take a
+        # restart, and records keep going where they went.
+        with open(config) as f:
+            text = f.read()
+        with open(config, "w") as f:
+            f.write('spool-size = "1M"\n' + text)
+        monitor.process.signalProcess("HUP")
+        await until(lambda: "take a restart" in readText(monitor.logfile))
+        await deferToThread(churn, daemon.testURI, "reloaded")
+        await collected.until(
+            lambda records: ("reloaded", "STOPPED") in lifecycleNames(records, "r")
+        )
+        self.assertEqual(await monitor.terminate(), 0)
+        self.assertTrue(os.path.exists(os.path.join(directory, "spool", "state.json")))
+        log = readText(monitor.logfile)
+        self.assertIn("amqp://guest:***@127.0.0.1", log)
+        self.assertNotIn("guest:guest", log)
+
     async def test_theExampleConsumerPrintsTheRecords(self) -> None:
         daemon = startDaemon(self)
         key = "*.domain.lifecycle.*"

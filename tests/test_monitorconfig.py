@@ -14,6 +14,7 @@ import libvirt
 from twisted.trial.unittest import SynchronousTestCase
 
 from libvirt_twisted import events
+from libvirt_twisted._amqpsettings import AMQPSettings
 from libvirt_twisted._monitorconfig import (
     DEFAULTS,
     ConfigError,
@@ -481,3 +482,78 @@ class ErrorTests(Files, SynchronousTestCase):
         ]
         for commandLine, message in cases:
             self.assertEqual(self.error(path, commandLine), message)
+
+
+class BrokerSettingsTests(Files, SynchronousTestCase):
+    """The AMQP output's settings, from the file as from the command line."""
+
+    BROKER = """\
+amqp = "amqp://monitor@rabbit.example/libvirt"
+amqp-exchange = "fleet"
+amqp-password-file = "amqp.password"
+spool = "/var/lib/libvirt-monitor/spool"
+spool-size = "64M"
+"""
+
+    def test_fromTheFile(self) -> None:
+        """The password file lies beside the config file, wherever the monitor runs."""
+        path = self.configFile(self.BROKER, **{"amqp.password": PASSWORD + "\n"})
+        config = loadConfig(path, {})
+        self.assertEqual(
+            config.amqp,
+            AMQPSettings("amqp://monitor@rabbit.example/libvirt", "fleet", PASSWORD),
+        )
+        self.assertEqual(config.spool, ("/var/lib/libvirt-monitor/spool", 64 * 1024**2))
+        self.assertNotIn(PASSWORD, repr(config))
+
+    def test_theCommandLineOverTheFile(self) -> None:
+        path = self.configFile(self.BROKER, **{"amqp.password": PASSWORD + "\n"})
+        self.setEnv("AMQP_PW", "other")
+        given = {"amqp-exchange": "mine", "spool-size": "1K", "amqp-password-env": "AMQP_PW"}
+        config = loadConfig(path, given)
+        assert config.amqp is not None
+        # A password source on the command line replaces the file's.
+        self.assertEqual((config.amqp.exchange, config.amqp.password), ("mine", "other"))
+        self.assertEqual(config.spool, ("/var/lib/libvirt-monitor/spool", 1024))
+        both = {"amqp-password-env": "AMQP_PW", "amqp-password-file": "x"}
+        with self.assertRaises(ConfigError) as caught:
+            loadConfig(path, both)
+        self.assertIn("not both", str(caught.exception))
+
+    def test_defaults(self) -> None:
+        """The exchange is libvirt, the spool 256 MiB in systemd's state directory."""
+        self.setEnv("STATE_DIRECTORY", "/var/lib/libvirt-monitor:/var/lib/other")
+        config = loadConfig(None, {"amqp": "amqp://rabbit.example/"})
+        assert config.amqp is not None
+        self.assertEqual(config.amqp.exchange, "libvirt")
+        self.assertEqual(config.spool, ("/var/lib/libvirt-monitor/spool", 256 * 1024**2))
+        self.assertEqual((loadConfig(None, {}).amqp, loadConfig(None, {}).spool), (None, None))
+
+    def test_errorsNameTheFile(self) -> None:
+        state = os.environ.pop("STATE_DIRECTORY", None)
+        if state is not None:
+            self.addCleanup(self.setEnv, "STATE_DIRECTORY", state)
+        cases = [
+            ('amqp = "http://rabbit/"\nspool = "s"\n', "--amqp must be an amqp:// or amqps:// URL"),
+            ('amqp = "amqp://rabbit/"\n', "--amqp needs --spool DIR"),
+            ('amqp = "amqp://rabbit/"\nspool = "s"\nspool-size = "lots"\n', "'spool-size' must be"),
+            ('amqp = "amqp://rabbit/"\nspool = "s"\nspool-size = 0\n', "'spool-size' must be"),
+            ('amqp = "amqp://rabbit/"\nspool = "s"\namqp-exchange = "a b"\n', "letters"),
+            ('amqp = "amqp://rabbit/"\nspool = "s"\namqp-password-file = "gone"\n', "gone"),
+        ]
+        for text, problem in cases:
+            path = self.configFile(text)
+            with self.assertRaises(ConfigError) as caught:
+                loadConfig(path, {})
+            self.assertTrue(str(caught.exception).startswith(path + ": "), str(caught.exception))
+            self.assertIn(problem, str(caught.exception))
+
+    def test_commandLineErrorsNameTheOption(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            loadConfig(
+                self.configFile('spool = "s"\n'), {"amqp": "amqp://rabbit/", "spool-size": "x"}
+            )
+        self.assertEqual(
+            str(caught.exception),
+            "--spool-size must be a number of bytes (K, M or G allowed), not 'x'",
+        )
