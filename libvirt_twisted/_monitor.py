@@ -121,11 +121,11 @@ def _publisher(
     except (SpoolError, ValueError) as e:
         output.close()
         raise SystemExit(f"libvirt-monitor: --spool {e}") from None
-    publisher = AMQPPublisher(config.amqp, spool, reactor)
+    publisher = AMQPPublisher(config.amqp, spool, reactor=reactor)
 
     def publish(record: Mapping[str, Any]) -> bytes | None:
         try:
-            return publisher.publish(record).body
+            return publisher.publish(record)
         except SpoolError as e:
             # The record still goes to --output, without a seq.
             if not publisher.unspooled:

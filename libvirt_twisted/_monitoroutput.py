@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import IO, Any, Literal
 
+from ._eventrecords import makeRecord
 from .events import Event
 
 Format = Literal["text", "json"]
@@ -62,7 +61,7 @@ class RecordWriter:
 
     def write(self, uri: str, kind: str, fields: Mapping[str, Any]) -> None:
         """Write one record."""
-        record = {"time": isoTime(self._clock()), "uri": uri, "kind": kind, **fields}
+        record = makeRecord(uri, kind, fields, self._clock())
         body = self._publish(record) if self._publish is not None else None
         if self._format == "json":
             line = body.decode("utf-8") if body is not None else _encode(record)
@@ -85,20 +84,6 @@ class RecordWriter:
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def isoTime(seconds: float) -> str:
-    """C{seconds} since the epoch as ISO 8601 in UTC, to the microsecond."""
-    whole = int(seconds)
-    micro = round((seconds - whole) * 1e6)
-    if micro >= 1_000_000:
-        whole, micro = whole + 1, micro - 1_000_000
-    return f"{_secondOf(whole)}.{micro:06d}Z"
-
-
-@lru_cache(maxsize=4)
-def _secondOf(whole: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def _text(record: Mapping[str, Any]) -> str:

@@ -37,6 +37,10 @@ STATE_EVERY = 1000
 FULL = "spool {directory} full: dropped the {count} oldest records (seq {first} to {last})"
 
 
+#: One encoder for every record: json.dumps with options makes one a call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 @dataclass(frozen=True)
 class SpoolItem:
     """One spooled record: its C{seq} and its JSON line, without the newline."""
@@ -243,7 +247,7 @@ class Spool:
         seq = self._next
         stamped = {key: value for key, value in record.items() if key not in ("seq", "monitor")}
         stamped["seq"], stamped["monitor"] = seq, self.monitorId
-        body = json.dumps(stamped, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = _encode(stamped).encode("utf-8")
         segment, writer = self._segmentForWriting()
         data = memoryview(body + b"\n")
         try:
@@ -418,6 +422,11 @@ class Spool:
     def size(self) -> int:
         """Bytes on disk in segment files."""
         return self._size
+
+    @property
+    def last(self) -> int:
+        """The seq of the newest record added (the one before the first, if none)."""
+        return self._next - 1
 
     @property
     def confirmed(self) -> int:

@@ -14,9 +14,13 @@ from typing import Any
 
 import pika
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+
+from libvirt_twisted import AMQPPublisher, AMQPSettingsError, SpoolError
+from libvirt_twisted.events import Event
 
 from ._harness import churn, readText, spawnPython, startDaemon, until
 from ._monitorprocess import Monitor, has, spawnMonitor
@@ -56,6 +60,14 @@ def deleteExchange(url: str, exchange: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         connection.channel().exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+def deleteQueue(url: str, queue: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_delete(queue)
     finally:
         connection.close()
 
@@ -121,6 +133,21 @@ class AMQPTests(TestCase):
         self.rabbit = AMQPTests.broker
         self.queue = self.id().rsplit(".", 1)[-1]
 
+    async def bind(
+        self,
+        queue: str | None = None,
+        key: str = "#",
+        exchange: str = EXCHANGE,
+        maxLength: int | None = None,
+    ) -> None:
+        """
+        Bind a queue (the test's own by default), deleted after the test: a
+        queue left bound would take, or refuse, every later test's records.
+        """
+        queue = queue or self.queue
+        await deferToThread(bindQueue, self.rabbit.url, queue, key, exchange, maxLength)
+        self.addCleanup(deferToThread, deleteQueue, self.rabbit.url, queue)
+
     def monitor(self, *args: str, spool: str | None = None) -> Monitor:
         self.spool = spool or os.path.abspath(self.mktemp())
         return spawnMonitor(
@@ -129,7 +156,7 @@ class AMQPTests(TestCase):
 
     async def test_recordsHaveTheDocumentedKeysAndTheJSONLinesAsBodies(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         monitor = self.monitor("--uri", daemon.testURI)
         await monitor.when(has("inventory", daemon.testURI))
         await deferToThread(churn, daemon.testURI, "keyed")
@@ -158,7 +185,7 @@ class AMQPTests(TestCase):
         the spool; the command line's exchange wins over the file's.
         """
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         with open(os.path.join(directory, "amqp.password"), "w") as f:
@@ -200,10 +227,88 @@ class AMQPTests(TestCase):
         self.assertIn("amqp://guest:***@127.0.0.1", log)
         self.assertNotIn("guest:guest", log)
 
+    async def test_theLibraryExamplePublishesWithoutTheMonitor(self) -> None:
+        """
+        docs/examples/publish.py: a LibvirtService's events through an
+        AMQPPublisher, all confirmed before it stops; the records are the
+        monitor's, stamped with seq and monitor.
+        """
+        await self.bind(self.queue, "*.domain.lifecycle.*")
+        spool = os.path.abspath(self.mktemp())
+        example = Monitor()
+        args = [os.path.join(EXAMPLES, "publish.py"), self.rabbit.url, spool]
+        example.process = spawnPython(self, example, args, example.ended)
+        self.assertEqual(await example.ended, 0)
+        self.assertEqual(example.text, ["published: demo STARTED", "published: demo STOPPED"])
+        messages = await deferToThread(drain, self.rabbit.url, self.queue)
+        records = [json.loads(body) for _, body in messages]
+        self.assertEqual(
+            [(r["kind"], r["name"], r["event"], r["uri"]) for r in records],
+            [
+                ("domain.lifecycle", "demo", "STARTED", "test:///default"),
+                ("domain.lifecycle", "demo", "STOPPED", "test:///default"),
+            ],
+        )
+        self.assertEqual([r["seq"] for r in records], [1, 2])
+        self.assertEqual(
+            [key for key, _ in messages],
+            [f"{HOST}.domain.lifecycle.STARTED", f"{HOST}.domain.lifecycle.STOPPED"],
+        )
+        with open(os.path.join(spool, "monitor-id")) as f:
+            self.assertEqual({r["monitor"] for r in records}, {f.read().strip()})
+
+    async def test_whenConfirmedInProcess(self) -> None:
+        """
+        The publisher in this process: whenConfirmed fires at once with
+        nothing waiting, once the broker has what was published before it
+        started, and fails with CancelledError when it stops first.
+        """
+        await self.bind(self.queue, "#")
+        spool = os.path.abspath(self.mktemp())
+        publisher = AMQPPublisher(self.rabbit.url, spool)
+        self.assertIsNone(self.successResultOf(publisher.whenConfirmed()))
+        record = {"time": "2026-12-02T00:00:00Z", "uri": "test:///default", "kind": "note"}
+        body = publisher.publish(record)
+        self.assertEqual(
+            json.loads(body), {**record, "seq": 1, "monitor": publisher.spool.monitorId}
+        )
+        waiting = publisher.whenConfirmed()
+        cancelled = publisher.whenConfirmed()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        self.assertNoResult(waiting)
+        publisher.startService()
+        await waiting
+        self.assertEqual(publisher.confirmed, 1)
+        await publisher.stopService()
+        self.assertEqual(
+            await deferToThread(drain, self.rabbit.url, self.queue), [(f"{HOST}.note._._", body)]
+        )
+
+        again = AMQPPublisher(self.rabbit.url, spool)  # not started: nothing is confirmed
+        again.publish(record)
+        never = again.whenConfirmed()
+        await again.stopService()
+        self.failureResultOf(never, CancelledError)
+        with self.assertRaises(SpoolError):
+            again.publish(record)
+
+    def test_badInputIsRefusedAtOnce(self) -> None:
+        spool = os.path.abspath(self.mktemp())
+        with self.assertRaises(AMQPSettingsError):
+            AMQPPublisher("http://rabbit/", spool)
+        self.assertFalse(os.path.exists(spool), "a refused publisher made its spool")
+        publisher = AMQPPublisher(self.rabbit.url, spool)
+        self.addCleanup(publisher.spool.close)
+        event = Event("domain", "domain.lifecycle", "vm", "0" * 32, {"event": "STARTED"})
+        with self.assertRaises(TypeError):
+            publisher.publish(event)
+        self.assertEqual(publisher.spool.last, 0, "a refused event was spooled")
+
     async def test_theExampleConsumerPrintsTheRecords(self) -> None:
         daemon = startDaemon(self)
         key = "*.domain.lifecycle.*"
-        await deferToThread(bindQueue, self.rabbit.url, self.queue, key)
+        await self.bind(self.queue, key)
         consumer = Monitor()
         example = os.path.join(EXAMPLES, "consumer.py")
         args = [example, self.rabbit.url, "--queue", self.queue, "--bind", key, "--count", "2"]
@@ -222,7 +327,7 @@ class AMQPTests(TestCase):
 
     async def test_brokerKilledAndRestartedUnderLoad(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue, "*.domain.lifecycle.*")
+        await self.bind(self.queue, "*.domain.lifecycle.*")
         monitor = self.monitor("--uri", daemon.testURI, "--events", "domain.lifecycle")
         await monitor.when(has("inventory", daemon.testURI))
         producers = [spawnProducer(self, daemon.testURI, f"load{i}", 1500) for i in range(2)]
@@ -257,7 +362,7 @@ class AMQPTests(TestCase):
 
     async def test_brokerDownAtStartThenTheMonitorRestartedOnItsSpool(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         # A clean stop: a broker killed right after a declaration may not
         # have written the new queue to disk, and would come back without it.
         await deferToThread(self.rabbit.terminate)
@@ -280,7 +385,7 @@ class AMQPTests(TestCase):
 
     async def test_aHungBrokerIsSeenThroughHeartbeats(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         monitor = self.monitor("--uri", daemon.testURI, "--amqp", self.rabbit.url + "?heartbeat=2")
         await monitor.when(has("inventory", daemon.testURI))
         logfile = monitor.logfile
@@ -302,7 +407,7 @@ class AMQPTests(TestCase):
 
     async def test_nackedRecordsAreSentAgain(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue, "#", EXCHANGE, 5)
+        await self.bind(self.queue, "#", EXCHANGE, 5)
         monitor = self.monitor("--uri", daemon.testURI, "--events", "domain.lifecycle")
         await monitor.when(has("inventory", daemon.testURI))
         names = [f"nacked-{i}" for i in range(10)]
@@ -318,7 +423,7 @@ class AMQPTests(TestCase):
 
     async def test_aChannelTheBrokerClosesIsOpenedAgain(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         monitor = self.monitor("--uri", daemon.testURI)
         await monitor.when(has("inventory", daemon.testURI))
         logfile = monitor.logfile
@@ -330,7 +435,7 @@ class AMQPTests(TestCase):
             lambda: "AMQP: publishing to" in readText(logfile).split("channel closed by")[-1]
         )
         # The monitor declared the exchange again; bind the queue again too.
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         await deferToThread(churn, daemon.testURI, "after-reopen")
         collected = Collector(self.rabbit.url, self.queue)
         await collected.until(
@@ -341,7 +446,7 @@ class AMQPTests(TestCase):
 
     async def test_aFullSpoolDropsTheOldest(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, self.queue)
+        await self.bind(self.queue)
         # A clean stop: a broker killed right after a declaration may not
         # have written the new queue to disk, and would come back without it.
         await deferToThread(self.rabbit.terminate)
@@ -382,7 +487,7 @@ class AMQPTests(TestCase):
 
     async def test_refusalsAreLoggedOnceWhileEventsFlow(self) -> None:
         daemon = startDaemon(self)
-        await deferToThread(bindQueue, self.rabbit.url, "direct-queue", "k", "direct-x")
+        await self.bind("direct-queue", "k", "direct-x")
         base = self.rabbit.url.rsplit("/", 1)[0]
         wrongPassword = base.replace("guest:guest@", "guest:wrong@") + "/%2F"
         for args, message in [

@@ -17,8 +17,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import LibvirtService, _monitor, events
+from libvirt_twisted._eventrecords import isoTime
 from libvirt_twisted._hostmonitor import HostMonitor
-from libvirt_twisted._monitoroutput import Output, RecordWriter, isoTime
+from libvirt_twisted._monitoroutput import Output, RecordWriter
 from libvirt_twisted._resync import GRACE
 
 from ._harness import daemonClients, startDaemon, testDomainXML, until
