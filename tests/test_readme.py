@@ -66,6 +66,13 @@ class ReadmeTests(SynchronousTestCase):
         with open(README, encoding="utf-8") as f:
             self.text = f.read()
 
+    def test_validReStructuredText(self) -> None:
+        """docutils (which pydoctor brings) reads it without a warning."""
+        import docutils.core
+
+        settings = {"report_level": 2, "halt_level": 2, "syntax_highlight": "none"}
+        docutils.core.publish_string(self.text, writer_name="null", settings_overrides=settings)
+
     def test_setUpCommandsComeFirst(self) -> None:
         """The first block is the two commands: the monitor, then the suite."""
         first = blocks(self.text)[0][2]
