@@ -1,16 +1,18 @@
 """
-The processes behind a private libvirtd: started from one thread that
-lives as long as the test process, and followed through C{/proc}.
+The processes behind a private daemon (libvirtd here; the test suite's
+RabbitMQ and Prometheus too): started from one thread that lives as long as
+the test process, and followed through C{/proc}.
 
-The daemon dies with the test process by its parent-death signal, which
-Linux ties to the thread that started it, not to the process: a daemon
-started from a short-lived thread would die with that thread.  So every
-daemon is started from L{STARTER_THREAD}, a daemon thread of its own.
+A daemon dies with the test process by its parent-death signal, which Linux
+ties to the thread that started it, not to the process: a daemon started
+from a short-lived thread would die with that thread.  So every daemon is
+started from L{STARTER_THREAD}, a daemon thread of its own.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import os
 import queue
 import signal
@@ -18,7 +20,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The name of the one thread, the harness's own, that starts every daemon.
 STARTER_THREAD = "libvirtd-starter"
@@ -26,6 +30,7 @@ STARTER_THREAD = "libvirtd-starter"
 _starts: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.Queue()
 _starterLock = threading.Lock()
 _starter: threading.Thread | None = None
+_PR_SET_PDEATHSIG = 1
 
 
 def _startDaemons() -> None:
@@ -37,25 +42,54 @@ def _startDaemons() -> None:
             result.set_exception(e)
 
 
-def spawn(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+def onStarterThread(job: Callable[[], T]) -> T:
     """
-    C{subprocess.Popen(command, **kwargs)}, from the starter thread: the
-    parent-death signal that stops a daemon whose test process died is tied
-    to the thread that started it, so that thread is a daemon thread that
-    lives as long as the process, whichever thread asked for the daemon.
+    Run C{job} on the starter thread, a daemon thread that lives as long as
+    the process, and return its result (at once when called there).  Forks
+    that must happen together (a daemon and its watchdog) are one job.
     """
     global _starter
+    if threading.current_thread().name == STARTER_THREAD:
+        return job()
     with _starterLock:
         if _starter is None:
             _starter = threading.Thread(target=_startDaemons, name=STARTER_THREAD, daemon=True)
             _starter.start()
-
-    def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, **kwargs)
-
-    result: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
-    _starts.put((popen, result))
+    result: concurrent.futures.Future[T] = concurrent.futures.Future()
+    _starts.put((job, result))
     return result.result()
+
+
+def spawn(
+    command: list[str], deathSignal: int | None = None, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """
+    C{subprocess.Popen(command, **kwargs)}, from the starter thread, so
+    that a parent-death signal fires when the test process dies, whichever
+    thread asked for the daemon.  With C{deathSignal}, the child is sent it
+    then (a signal other than SIGKILL arrives blocked, for the child to
+    wait for; such a child must see for itself whether its parent died
+    before it could ask).
+    """
+    if deathSignal is not None:
+        kwargs["preexec_fn"] = _dieWithParent(os.getpid(), int(deathSignal))
+    return onStarterThread(lambda: subprocess.Popen(command, **kwargs))
+
+
+def _dieWithParent(parent: int, deathSignal: int) -> Callable[[], None]:
+    """The C{preexec_fn} that asks for C{deathSignal} when C{parent}'s starter thread ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        if deathSignal != signal.SIGKILL:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {deathSignal})
+        if libc.prctl(_PR_SET_PDEATHSIG, deathSignal, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if deathSignal == signal.SIGKILL and os.getppid() != parent:
+            # The parent died before prctl: no signal will come.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def processState(pid: int) -> bytes:

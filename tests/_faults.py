@@ -23,13 +23,12 @@ from twisted.trial.unittest import TestCase
 from libvirt_twisted import ConnectionStatus, EventQueue, LibvirtConnection, LibvirtService
 from libvirt_twisted.testing import STARTER_THREAD, DaemonError, PrivateLibvirtd
 
-from . import _prometheus, _rabbitmq
 from ._anchor import Anchor, spawnAnchor
 from ._harness import LOOP, Recorder, openFds, qemuDomainXML, startDaemon, testDomainXML
 from ._monitorprocess import Monitor, has, spawnMonitor
 
 #: Threads of the test harness that live as long as the process, by name.
-HARNESS_THREADS = (STARTER_THREAD, _rabbitmq.STARTER_THREAD, _prometheus.STARTER_THREAD)
+HARNESS_THREADS = (STARTER_THREAD,)
 
 #: Keepalive for the fault tests: a frozen daemon is noticed within
 #: INTERVAL * (COUNT + 1) seconds, and must be within one second more.

@@ -14,17 +14,12 @@ L{PrivatePrometheus.waitFor}, which polls on the reactor.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
-import ctypes
 import json
 import os
-import queue
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -36,6 +31,10 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
+
+from libvirt_twisted._processes import spawn
+
+from ._http import freePort
 
 __all__ = [
     "JOB",
@@ -53,8 +52,6 @@ Result = list[dict[str, Any]]
 #: The job name under which every target is scraped.
 JOB = "libvirt-monitor"
 
-#: The name of the thread that starts every Prometheus (see L{_spawn}).
-STARTER_THREAD = "prometheus-starter"
 
 _CONFIG = """\
 global:
@@ -164,10 +161,10 @@ class PrivatePrometheus:
             deadline = time.monotonic() + timeout
             attempts = max(1, attempts)
             for attempt in range(1, attempts + 1):
-                self.port = _freePort()
+                self.port = freePort()
                 self.logPath = os.path.join(self.base, f"prometheus-{attempt}.log")
                 with open(self.logPath, "ab") as log:
-                    process = self._process = _spawn(
+                    process = self._process = spawn(
                         [
                             "prometheus",
                             f"--config.file={configPath}",
@@ -178,6 +175,7 @@ class PrivatePrometheus:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
+                        deathSignal=signal.SIGKILL,
                     )
                 if self._awaitReady(deadline, timeout):
                     return
@@ -296,14 +294,6 @@ class PrivatePrometheus:
             time.sleep(0.02)
 
 
-def _freePort() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _ready(address: str) -> bool:
     """Whether C{address} answers 200 (Prometheus's readiness check)."""
     try:
@@ -314,62 +304,6 @@ def _ready(address: str) -> bool:
         return False
     except OSError:
         return False
-
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _dieWithParent(parent: int) -> Callable[[], None]:
-    """
-    A C{preexec_fn} that has the child killed (SIGKILL) when the thread
-    that forked it ends, which for L{_spawn} is when process C{parent} dies.
-    """
-
-    def preexec() -> None:
-        if _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:
-            # The parent died before prctl: no signal will come.
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
-
-_starts: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.Queue()
-_starterLock = threading.Lock()
-_starter: threading.Thread | None = None
-
-
-def _runStarts() -> None:
-    while True:
-        start, result = _starts.get()
-        try:
-            result.set_result(start())
-        except BaseException as e:
-            result.set_exception(e)
-
-
-def _spawn(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """
-    C{subprocess.Popen(command, **kwargs)} with a parent-death signal, from
-    one starter thread: that signal fires when the forking I{thread} ends,
-    so every fork happens on a daemon thread that lives as long as the
-    process, whichever thread called L{PrivatePrometheus.start}.
-    """
-    global _starter
-    with _starterLock:
-        if _starter is None:
-            _starter = threading.Thread(target=_runStarts, name=STARTER_THREAD, daemon=True)
-            _starter.start()
-    preexec = _dieWithParent(os.getpid())
-
-    def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(command, preexec_fn=preexec, **kwargs)
-
-    result: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
-    _starts.put((popen, result))
-    return result.result()
 
 
 @atexit.register

@@ -18,13 +18,10 @@ grandchild that no such signal can reach.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
-import ctypes
 import importlib.util
 import json
 import os
-import queue
 import secrets
 import shutil
 import signal
@@ -34,10 +31,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable
+from typing import NamedTuple, TypeVar
 
 from twisted.trial.unittest import SkipTest
+
+from libvirt_twisted._processes import onStarterThread, spawn
+
+from ._http import freePort
 
 __all__ = [
     "RABBITMQ_BIN",
@@ -54,8 +55,6 @@ T = TypeVar("T")
 #: C{HOME}, and then fail on the wrong Erlang cookie.
 RABBITMQ_BIN = "/usr/lib/rabbitmq/bin"
 
-#: The name of the thread that starts every process (see L{_onStarter}).
-STARTER_THREAD = "rabbitmq-starter"
 
 #: Environment variables not passed on: RabbitMQ's and Erlang's own
 #: settings (a developer's would leak into our node), and those that make
@@ -440,9 +439,10 @@ class PrivateRabbitMQ:
         assert self._ports is not None
         port = self._ports.epmd
         with open(os.path.join(self.base, "epmd.log"), "ab") as log:
-            epmd = self._epmd = _onStarter(
-                lambda: _spawn(
+            epmd = self._epmd = onStarterThread(
+                lambda: spawn(
                     ["epmd", "-port", str(port), "-address", "127.0.0.1"],
+                    signal.SIGKILL,
                     env=self.environment(),
                     cwd=self.base,
                     stdin=subprocess.DEVNULL,
@@ -472,8 +472,9 @@ class PrivateRabbitMQ:
 
         def launch() -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
             with open(logPath, "ab") as log:
-                launcher = _spawn(
+                launcher = spawn(
                     [server],
+                    signal.SIGKILL,
                     env=env,
                     cwd=base,
                     stdin=subprocess.DEVNULL,
@@ -482,7 +483,7 @@ class PrivateRabbitMQ:
                     start_new_session=True,
                 )
             try:
-                watchdog = _spawn(
+                watchdog = spawn(
                     [
                         sys.executable,
                         "-I",
@@ -502,7 +503,7 @@ class PrivateRabbitMQ:
                 raise
             return launcher, watchdog
 
-        self._launcher, self._watchdog = _onStarter(launch)
+        self._launcher, self._watchdog = onStarterThread(launch)
 
     def _awaitReady(self, deadline: float, timeout: float) -> bool:
         """
@@ -603,7 +604,7 @@ class _Ports(NamedTuple):
         """Four distinct ports that were free a moment ago."""
         ports: list[int] = []
         while len(ports) < 4:
-            port = _freePort()
+            port = freePort()
             if port not in ports:
                 ports.append(port)
         return cls(*ports)
@@ -693,14 +694,6 @@ def _end(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def _freePort() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _listening(port: int) -> bool:
     """Whether something accepts TCP connections on loopback C{port}."""
     try:
@@ -756,74 +749,6 @@ def _amqpReady(port: int) -> bool:
         return False
     connection.close()
     return True
-
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _dieWithParent(parent: int, deathSignal: int) -> Callable[[], None]:
-    """
-    A C{preexec_fn} that has the child sent C{deathSignal} when the thread
-    that forked it ends, which for L{_spawn} is when process C{parent}
-    dies.  Another signal than SIGKILL is blocked, for the child to wait
-    for; that child must see for itself whether C{parent} died already.
-    """
-
-    def preexec() -> None:
-        if deathSignal != signal.SIGKILL:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {deathSignal})
-        if _libc.prctl(_PR_SET_PDEATHSIG, deathSignal, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if deathSignal == signal.SIGKILL and os.getppid() != parent:
-            # The parent died before prctl: no signal will come.
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
-
-def _spawn(
-    command: list[str], deathSignal: int = signal.SIGKILL, **kwargs: Any
-) -> subprocess.Popen[bytes]:
-    """
-    C{subprocess.Popen(command, **kwargs)} with a parent-death signal: call
-    it on the starter thread (L{_onStarter}), since that signal fires when
-    the forking I{thread} ends.
-    """
-    assert threading.current_thread().name == STARTER_THREAD
-    preexec = _dieWithParent(os.getpid(), int(deathSignal))
-    return subprocess.Popen(command, preexec_fn=preexec, **kwargs)
-
-
-_starts: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.Queue()
-_starterLock = threading.Lock()
-_starter: threading.Thread | None = None
-
-
-def _runStarts() -> None:
-    while True:
-        start, result = _starts.get()
-        try:
-            result.set_result(start())
-        except BaseException as e:
-            result.set_exception(e)
-
-
-def _onStarter(job: Callable[[], T]) -> T:
-    """
-    Run C{job} on the starter thread, a daemon thread that lives as long as
-    the process, and return its result: every fork happens there, so that
-    parent-death signals fire when the process dies, whichever thread
-    called L{PrivateRabbitMQ.start}.
-    """
-    global _starter
-    with _starterLock:
-        if _starter is None:
-            _starter = threading.Thread(target=_runStarts, name=STARTER_THREAD, daemon=True)
-            _starter.start()
-    result: concurrent.futures.Future[T] = concurrent.futures.Future()
-    _starts.put((job, result))
-    return result.result()
 
 
 @atexit.register

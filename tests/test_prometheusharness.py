@@ -257,7 +257,7 @@ class LifeTests(TestCase):
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
-            self.patch(_prometheus, "_freePort", lambda: taken.getsockname()[1])
+            self.patch(_prometheus, "freePort", lambda: taken.getsockname()[1])
             server = PrivatePrometheus([])
             with self.assertRaises(PrometheusError) as caught:
                 await deferToThread(server.start)
