@@ -33,6 +33,17 @@ class SpoolStats(Protocol):
     def size(self) -> int: ...
 
 
+class PublisherStats(Protocol):
+    """What the metrics read of the AMQP output (attributes only)."""
+
+    published: int
+    confirmed: int
+    unspooled: int
+
+    @property
+    def spool(self) -> SpoolStats: ...
+
+
 class MonitorCollector(Collector):
     """
     The monitor's metrics, built afresh from its hosts at each scrape.
@@ -44,22 +55,26 @@ class MonitorCollector(Collector):
     """
 
     def __init__(
-        self, hosts: Callable[[], Iterable[HostMonitor]], spool: SpoolStats | None = None
+        self, hosts: Callable[[], Iterable[HostMonitor]], publisher: PublisherStats | None = None
     ) -> None:
         self._hosts = hosts
-        self._spool = spool
+        self._publisher = publisher
 
     def collect(self) -> Iterator[Metric]:
         families = _Families()
         for host in list(self._hosts()):
             families.add(host)
         yield from families.all()
-        if self._spool is not None:
-            yield from _spoolFamilies(self._spool)
+        if self._publisher is not None:
+            yield from _publisherFamilies(self._publisher)
 
 
-def _spoolFamilies(spool: SpoolStats) -> Iterator[Metric]:
-    """The AMQP output's spool: records waiting, their bytes, records dropped."""
+def _publisherFamilies(publisher: PublisherStats) -> Iterator[Metric]:
+    """
+    The AMQP output: records waiting in the spool, their bytes, records
+    dropped from a full spool or never spooled, messages sent and confirmed.
+    """
+    spool = publisher.spool
     yield GaugeMetricFamily(
         PREFIX + "spool_records", "Records waiting for the broker's confirmation.", len(spool)
     )
@@ -68,6 +83,21 @@ def _spoolFamilies(spool: SpoolStats) -> Iterator[Metric]:
         PREFIX + "spool_dropped_records",
         "Records dropped unconfirmed because the spool was full.",
         spool.dropped,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "unspooled_records",
+        "Records the spool could not take (a full disk...): written to --output only.",
+        publisher.unspooled,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "amqp_published_messages",
+        "Messages sent to the broker, a record sent again after a reconnection included.",
+        publisher.published,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "amqp_confirmed_messages",
+        "Messages the broker confirmed.",
+        publisher.confirmed,
     )
 
 
@@ -146,13 +176,13 @@ class _Families:
 
 
 def monitorRegistry(
-    hosts: Callable[[], Iterable[HostMonitor]], spool: SpoolStats | None = None
+    hosts: Callable[[], Iterable[HostMonitor]], publisher: PublisherStats | None = None
 ) -> CollectorRegistry:
     """
     A registry of the monitor's own: its metrics and its process's (memory,
     CPU, open files), not whatever else the program registered globally.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitorCollector(hosts, spool))
+    registry.register(MonitorCollector(hosts, publisher))
     ProcessCollector(registry=registry)
     return registry

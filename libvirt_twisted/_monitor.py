@@ -83,8 +83,7 @@ def makeService(options: Options) -> IService:
     top.publisher = publisher
     if config.metrics is not None:
         try:
-            spool = publisher.spool if publisher is not None else None
-            web = MonitorWeb(reactor, config.metrics, top.fleet.hosts, spool)
+            web = MonitorWeb(reactor, config.metrics, top.fleet.hosts, publisher)
             web.setServiceParent(top)  # type: ignore[no-untyped-call]
         except MetricsEndpointError as e:
             output.close()

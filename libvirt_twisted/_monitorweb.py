@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ._hostmonitor import HostMonitor
-from ._metrics import SpoolStats, monitorRegistry
+from ._metrics import PublisherStats, monitorRegistry
 
 log = Logger()
 
@@ -63,14 +63,14 @@ class Readyz(Resource):
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
-def monitorSite(hosts: Hosts, spool: SpoolStats | None = None) -> Site:
+def monitorSite(hosts: Hosts, publisher: PublisherStats | None = None) -> Site:
     """The site: metrics from prometheus_client's own Twisted resource, and health."""
     # Imported here: prometheus_client.twisted imports the global reactor,
     # which must be the one twistd chose.
     from prometheus_client.twisted import MetricsResource
 
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(monitorRegistry(hosts, spool)))
+    root.putChild(b"metrics", MetricsResource(monitorRegistry(hosts, publisher)))
     root.putChild(b"healthz", Healthz())
     root.putChild(b"readyz", Readyz(hosts))
     site = Site(root)
@@ -90,7 +90,7 @@ class MonitorWeb(Service):
     """
 
     def __init__(
-        self, reactor: Any, description: str, hosts: Hosts, spool: SpoolStats | None = None
+        self, reactor: Any, description: str, hosts: Hosts, publisher: PublisherStats | None = None
     ) -> None:
         try:
             endpoint = serverFromString(reactor, description)
@@ -102,7 +102,7 @@ class MonitorWeb(Service):
         self.port: IListeningPort | None = None
         self._error: str | None = None
         self._starting = True
-        endpoint.listen(monitorSite(hosts, spool)).addCallbacks(self._listening, self._failed)
+        endpoint.listen(monitorSite(hosts, publisher)).addCallbacks(self._listening, self._failed)
         self._starting = False
         if self._error is not None:
             raise MetricsEndpointError(f"--metrics {description!r}: {self._error}")

@@ -14,7 +14,7 @@ from prometheus_client.samples import Sample
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from libvirt_twisted import LibvirtService
+from libvirt_twisted import AMQPPublisher, LibvirtService
 from libvirt_twisted._hostmonitor import HostMonitor
 from libvirt_twisted._monitoroutput import Output
 from libvirt_twisted._monitorweb import MetricsEndpointError, MonitorWeb
@@ -98,13 +98,16 @@ class MonitorWebTests(TestCase):
             self.assertNotIn(b"s3cret", body)
             self.assertIn(b"monitor:***@", body)
 
-    async def test_theSpoolsCounts(self) -> None:
+    async def test_thePublishersCounts(self) -> None:
+        """The AMQP output's counts: its spool's, and what it did with the broker."""
         spool = Spool(os.path.abspath(self.mktemp()), 256 * 1024, 64 * 1024)
+        publisher = AMQPPublisher("amqp://127.0.0.1:1/", spool)  # never started
         self.addCleanup(spool.close)
         for n in range(3):
-            spool.add({"kind": "domain.lifecycle", "n": n})
+            publisher.publish({"kind": "domain.lifecycle", "n": n})
         spool.confirm(1)
-        web = MonitorWeb(reactor, "tcp:0:interface=127.0.0.1", lambda: [], spool)
+        publisher.published, publisher.confirmed, publisher.unspooled = 5, 4, 1
+        web = MonitorWeb(reactor, "tcp:0:interface=127.0.0.1", lambda: [], publisher)
         web.startService()
         self.addCleanup(web.stopService)
         assert web.port is not None
@@ -114,6 +117,9 @@ class MonitorWebTests(TestCase):
         self.assertEqual(samples["libvirt_monitor_spool_records"][0].value, 2.0)
         self.assertEqual(samples["libvirt_monitor_spool_bytes"][0].value, float(spool.size))
         self.assertEqual(samples["libvirt_monitor_spool_dropped_records_total"][0].value, 0.0)
+        self.assertEqual(samples["libvirt_monitor_unspooled_records_total"][0].value, 1.0)
+        self.assertEqual(samples["libvirt_monitor_amqp_published_messages_total"][0].value, 5.0)
+        self.assertEqual(samples["libvirt_monitor_amqp_confirmed_messages_total"][0].value, 4.0)
 
     async def test_healthz(self) -> None:
         code, body = await get(self.web() + "/healthz")
