@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-from ._fdwatch import FileWatch, HandleCallback
+from ._fdwatch import READABLE, FileWatch, HandleCallback
 from ._handles import Handles
 from ._lostevents import LostEvents
 from ._reactor import EventLoopReactor, onReactorThread
@@ -37,6 +37,9 @@ FreeFunction = Callable[[Any], None]
 #: Watch and timer ids come from one process-wide counter: positive, never
 #: reused, whatever the number of L{EventLoop} objects.
 _ids = itertools.count(1)
+
+#: The most times one reactor turn calls a watch that has more to read.
+READS_PER_TURN = 32
 
 
 class EventLoop:
@@ -368,16 +371,22 @@ class EventLoop:
         else:
             self._handles.sync(thing)
 
-    def dispatch(self, fileWatch: FileWatch, events: int) -> None:
+    def dispatch(
+        self, fileWatch: FileWatch, events: int, again: Callable[[], int] | None = None
+    ) -> None:
         """
         Call every live watch on the fd whose events intersect C{events}.
-        Timers set to 0 meanwhile (libvirt's event queue, filled by what the
-        watch read) fire right after, in this same iteration, rather than
-        costing a reactor turn of their own.  The reactor descriptors call
-        it; a program does not.
+        With C{again} (what the fd's read side hears now), a watch that read
+        and left more to read is called again, up to L{READS_PER_TURN} times
+        in all: libvirt reads one message per call, and each reactor turn
+        costs more than the message.  Timers set to 0 meanwhile (libvirt's
+        event queue, filled by what the watch read) fire right after, in
+        this same iteration, once for all the messages read.  The reactor
+        descriptors call it; a program does not.
 
         @param fileWatch: the reactor descriptor of the fd.
         @param events: the C{libvirt.VIR_EVENT_HANDLE_*} that occurred.
+        @param again: asks the fd, without blocking, what its read side hears now.
         """
         if not events:
             return
@@ -385,6 +394,13 @@ class EventLoop:
         timers.dispatching = True
         try:
             self._handles.call(fileWatch, events)
+            reads = 1
+            while again is not None and reads < READS_PER_TURN and not fileWatch.retired:
+                events = again()
+                # Nothing more, a hang-up (next turn), or no watch reading now.
+                if events != READABLE or not self._handles.call(fileWatch, events):
+                    break
+                reads += 1
         finally:
             timers.dispatching = False
         timers.fireDue()

@@ -63,7 +63,9 @@ class Watch:
 class Owner(Protocol):
     """What a L{FileWatch} reports to: the event loop."""
 
-    def dispatch(self, file: FileWatch, events: int) -> None: ...
+    def dispatch(
+        self, file: FileWatch, events: int, again: Callable[[], int] | None = None
+    ) -> None: ...
     def lost(self, file: FileWatch, events: int) -> None: ...
 
 
@@ -139,7 +141,11 @@ class FileWatch:
 
     def doRead(self) -> None:
         # Errors and hang-ups go with the read side when there is one.
-        self._owner.dispatch(self, pollEvents(self._poller) & (READABLE | ALWAYS))
+        self._owner.dispatch(self, self.readEvents(), self.readEvents)
+
+    def readEvents(self) -> int:
+        """What the read side hears now: readable, errors and hang-ups."""
+        return pollEvents(self._poller) & (READABLE | ALWAYS)
 
     def doWrite(self) -> None:
         mask = WRITABLE if self.reading else WRITABLE | ALWAYS

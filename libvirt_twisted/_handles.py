@@ -69,13 +69,18 @@ class Handles:
             fileWatch.retired = True
             del self.files[fileWatch.fd]
 
-    def call(self, fileWatch: FileWatch, events: int) -> None:
-        """Call every live watch on the fd whose events intersect C{events}."""
+    def call(self, fileWatch: FileWatch, events: int) -> int:
+        """
+        Call every live watch on the fd whose events intersect C{events};
+        return how many were called.
+        """
         with self._lock:
             watches = tuple(fileWatch.watches.values())
+        called = 0
         for watch in watches:
             got = events & (watch.events | ALWAYS)
             if got and watch.live:
+                called += 1
                 self.dispatched += 1
                 try:
                     watch.callback(watch.id, watch.fd, got, watch.opaque)
@@ -85,6 +90,7 @@ class Handles:
                         watch=watch.id,
                         fd=watch.fd,
                     )
+        return called
 
     def sync(self, fileWatch: FileWatch) -> None:
         """Make the reactor's interest in an fd match its live watches."""

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from libvirt_twisted import EventLoop
+from libvirt_twisted._eventloop import READS_PER_TURN
 
 from ._harness import LOOP, PATIENCE, Recorder, turns, until
 
@@ -334,6 +335,57 @@ class HangupAndErrorTests(WatchTestCase):
         count = len(seen.calls)
         await turns(5)
         self.assertEqual(len(seen.calls), count)
+
+
+class ReadAgainTests(WatchTestCase):
+    """
+    libvirt reads one message per call: a watch that leaves more to read is
+    called again in the same turn, up to READS_PER_TURN times, and the
+    timers it set to 0 fire once, after all of those reads.
+    """
+
+    async def readMessages(self, count: int) -> list[str]:
+        a, b = self.socketpair()
+        seen: list[str] = []
+        timer = 0
+
+        def fired(timer: int, opaque: Any) -> None:
+            seen.append("timer")
+            self.loop.updateTimeout(timer, -1)
+
+        def readOne(watch: int, fd: int, events: int, opaque: Any) -> None:
+            seen.append(os.read(fd, 1).decode())
+            self.loop.updateTimeout(timer, 0)  # as libvirt queues an event
+
+        timer = self.loop.addTimeout(-1, fired, None)
+        self.addCleanup(self.loop.removeTimeout, timer)
+        self.watch(a.fileno(), READABLE, readOne)
+        b.send(b"x" * count)
+        await until(lambda: len([s for s in seen if s == "x"]) == count and seen[-1] == "timer")
+        return seen
+
+    async def test_moreToReadIsReadInTheSameTurn(self) -> None:
+        self.assertEqual(await self.readMessages(5), ["x"] * 5 + ["timer"])
+
+    async def test_atMostReadsPerTurn(self) -> None:
+        seen = await self.readMessages(READS_PER_TURN + 8)
+        self.assertEqual(seen, ["x"] * READS_PER_TURN + ["timer"] + ["x"] * 8 + ["timer"])
+
+    async def test_aWatchThatStopsReadingIsNotCalledAgain(self) -> None:
+        """A watch that stops asking for READABLE (libvirt does, while a thread reads) stops."""
+        a, b = self.socketpair()
+        seen: list[int] = []
+
+        def once(watch: int, fd: int, events: int, opaque: Any) -> None:
+            seen.append(events)
+            self.loop.updateHandle(watch, 0)
+
+        watch = self.watch(a.fileno(), READABLE, once)
+        b.send(b"unread")
+        await until(lambda: seen)
+        await turns(3)
+        self.assertEqual(seen, [READABLE])
+        self.loop.removeHandle(watch)
 
 
 class FreeOrderingTests(TestCase):
