@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 
 from ._amqpsettings import DEFAULT_EXCHANGE, AMQPSettings, amqpSettings, pikaOrExit, routingKey
@@ -61,6 +61,8 @@ class AMQPPublisher(Service):
     @raise AMQPSettingsError: the URL or the exchange cannot work, or pika
         is not installed.
     @raise SpoolError: the spool cannot be opened.
+    @raise ValueError: C{window} or C{spoolSize} is too small.
+    @raise TypeError: C{exchange} or C{password} with settings.
     """
 
     def __init__(
@@ -77,9 +79,16 @@ class AMQPPublisher(Service):
         clock: Scheduler | None = None,
         linger: float = LINGER,
     ) -> None:
-        settings = broker if isinstance(broker, AMQPSettings) else amqpSettings(broker, exchange)
-        if password is not None and not isinstance(broker, AMQPSettings):
-            settings = AMQPSettings(settings.url, settings.exchange, password)
+        if isinstance(broker, AMQPSettings):
+            if password is not None or exchange != DEFAULT_EXCHANGE:
+                raise TypeError("exchange and password go with a URL: settings carry their own")
+            settings = broker
+        else:
+            settings = amqpSettings(broker, exchange)
+            if password is not None:
+                settings = AMQPSettings(settings.url, settings.exchange, password)
+        if window < 1:
+            raise ValueError(f"window must be at least 1 record, not {window!r}")
         self.settings = settings
         self._reactor: ThreadsReactor = resolve(reactor)
         self._clock: Scheduler = clock or self._reactor
@@ -119,6 +128,8 @@ class AMQPPublisher(Service):
             if uri is None:
                 raise TypeError("publish(event, uri): an event needs the URI it came from")
             record = eventRecord(uri, record)
+        elif uri is not None:
+            raise TypeError("publish(record, uri): a record carries its own uri")
         item = self.spool.add(record)
         keys = self._keys
         keys[item.seq] = routingKey(record, self._localHost)
@@ -140,7 +151,13 @@ class AMQPPublisher(Service):
         target = self.spool.last
         if self.spool.confirmed >= target:
             return succeed(None)
-        waiting: Deferred[None] = Deferred()
+        if self._stopping:
+            return fail(CancelledError("the publisher stopped"))
+
+        def cancel(waiting: Deferred[None]) -> None:
+            self._waiters = [(t, d) for t, d in self._waiters if d is not waiting]
+
+        waiting: Deferred[None] = Deferred(cancel)
         self._waiters.append((target, waiting))
         return waiting
 
@@ -167,14 +184,17 @@ class AMQPPublisher(Service):
         in one write to the broker, where one each would cost a system call
         and a TCP segment apiece.
         """
-        if self._lingering is None and self._link.channel is not None:
+        if self._lingering is None and self._link.channel is not None and not self._stopping:
             self._lingering = self._clock.callLater(self.linger, self._pump)
 
-    def _pump(self) -> None:
+    def _cancelLingering(self) -> None:
         if self._lingering is not None:
             if self._lingering.active():
                 self._lingering.cancel()
             self._lingering = None
+
+    def _pump(self) -> None:
+        self._cancelLingering()
         channel = self._link.channel
         if channel is None or self._stopping or self._inFlight >= self.window:
             return
@@ -216,6 +236,7 @@ class AMQPPublisher(Service):
         self._stopping = True
         done: Deferred[Any] = self._drained(2.0)
         done.addCallback(self._giveUpWaiting)
+        done.addCallback(lambda _: self._cancelLingering())
         done.addCallback(lambda _: self._link.stop())
         done.addBoth(lambda result: self.spool.close())
         return done

@@ -59,6 +59,12 @@ class AMQPSettings:
         """pika's C{URLParameters} for the broker, the password in place."""
         pika = pikaOrExit()
         url = self.url
+        parts = urlsplit(url)
+        if parts.username is not None and parts.password is None and self.password is None:
+            raise AMQPSettingsError(
+                f"--amqp {self.maskedURL}: no password for {parts.username!r}: give it in the"
+                " URL, or with --amqp-password-file or --amqp-password-env"
+            )
         if self.password is not None:
             parts = urlsplit(url)
             user = quote(parts.username or "guest", safe="")

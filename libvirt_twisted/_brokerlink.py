@@ -35,10 +35,18 @@ ATTEMPT_TIMEOUT = 30.0
 #: Seconds the broker has to answer a close before the connection is cut.
 CLOSE_TIMEOUT = 2.0
 
-# pika logs through the standard library; what matters it tells us through
-# its Deferreds, and the link logs that once, in Twisted's log.
-logging.getLogger("pika").addHandler(logging.NullHandler())
-logging.getLogger("pika").propagate = False
+
+@cache
+def _quietPika() -> None:
+    """
+    pika logs through the standard library; what matters it tells through
+    its Deferreds, and the link logs that once, in Twisted's log.  Done when
+    a link is made, not at import: a program that imports this package and
+    uses pika elsewhere keeps pika's logs.
+    """
+    pika = logging.getLogger("pika")
+    pika.addHandler(logging.NullHandler())
+    pika.propagate = False
 
 
 class BrokerLink:
@@ -60,6 +68,7 @@ class BrokerLink:
         clock: Scheduler | None = None,
     ) -> None:
         self._pika: Any = pikaOrExit()
+        _quietPika()
         # Imported here: the adapter imports the global reactor.
         import pika.adapters.twisted_connection  # noqa: F401
 

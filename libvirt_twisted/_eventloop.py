@@ -393,14 +393,17 @@ class EventLoop:
         timers = self._timers
         timers.dispatching = True
         try:
-            self._handles.call(fileWatch, events)
-            reads = 1
-            while again is not None and reads < READS_PER_TURN and not fileWatch.retired:
-                events = again()
-                # Nothing more, a hang-up (next turn), or no watch reading now.
-                if events != READABLE or not self._handles.call(fileWatch, events):
-                    break
+            reads = 0
+            # Again while there is more to read and no hang-up (that waits for
+            # the next turn), a watch still reads, and none raised (logged once
+            # a turn, not once a read).
+            while self._handles.call(fileWatch, events) and again is not None:
                 reads += 1
+                if reads >= READS_PER_TURN or fileWatch.retired:
+                    break
+                events = again()
+                if events != READABLE:
+                    break
         finally:
             timers.dispatching = False
         timers.fireDue()

@@ -72,7 +72,7 @@ class Handles:
     def call(self, fileWatch: FileWatch, events: int) -> int:
         """
         Call every live watch on the fd whose events intersect C{events};
-        return how many were called.
+        return how many returned without raising.
         """
         with self._lock:
             watches = tuple(fileWatch.watches.values())
@@ -80,10 +80,10 @@ class Handles:
         for watch in watches:
             got = events & (watch.events | ALWAYS)
             if got and watch.live:
-                called += 1
                 self.dispatched += 1
                 try:
                     watch.callback(watch.id, watch.fd, got, watch.opaque)
+                    called += 1
                 except Exception:
                     self._log.failure(
                         "libvirt callback for watch {watch} on fd {fd} raised",

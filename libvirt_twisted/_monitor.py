@@ -113,14 +113,18 @@ def _publisher(
     if config.amqp is None or config.spool is None:
         return None
     from ._amqppublisher import AMQPPublisher
-    from ._spool import Spool, SpoolError
+    from ._amqpsettings import AMQPSettingsError
+    from ._spool import SpoolError
 
+    directory, size = config.spool
     try:
-        spool = Spool(*config.spool)
+        publisher = AMQPPublisher(config.amqp, directory, spoolSize=size, reactor=reactor)
+    except AMQPSettingsError as e:
+        output.close()
+        raise SystemExit(f"libvirt-monitor: {e}") from None
     except (SpoolError, ValueError) as e:
         output.close()
         raise SystemExit(f"libvirt-monitor: --spool {e}") from None
-    publisher = AMQPPublisher(config.amqp, spool, reactor=reactor)
 
     def publish(record: Mapping[str, Any]) -> bytes | None:
         try:

@@ -348,13 +348,17 @@ def _amqp(pick: Callable[[str], Any], given: Mapping[str, Any], path: str | None
     """
     The C{amqp} and C{spool} of L{MonitorConfig}, when C{amqp} is set.  A
     password source on the command line replaces the file's; a password
-    file the config file names lies relative to it.  Errors name the file
-    when it set the broker.
+    file the config file names lies relative to it.  An error names the
+    file when the setting at fault came from it.
     """
     url = pick("amqp")
     if url is None:
         return {}
-    where = path if "amqp" not in given else None
+
+    def fromFile(*keys: str) -> str | None:
+        """The file, for an error in a setting that the file gave."""
+        return None if path is None or any(key in given for key in keys) else path
+
     sources = ("amqp-password-file", "amqp-password-env")
     if any(key in given for key in sources):  # the command line's source replaces the file's
         passwordFile, passwordEnv = (given.get(key) for key in sources)
@@ -362,15 +366,27 @@ def _amqp(pick: Callable[[str], Any], given: Mapping[str, Any], path: str | None
         passwordFile, passwordEnv = (pick(key) for key in sources)
         if passwordFile is not None and path is not None:
             passwordFile = os.path.join(os.path.dirname(path), os.path.expanduser(passwordFile))
+    # Checked one part at a time, so that an error names where its part came from.
+    steps: list[tuple[tuple[str, ...], Callable[[], AMQPSettings]]] = [
+        (("amqp",), lambda: amqpSettings(url)),
+        (("amqp-exchange",), lambda: amqpSettings(url, pick("amqp-exchange"))),
+        (sources, lambda: amqpSettings(url, pick("amqp-exchange"), passwordFile, passwordEnv)),
+    ]
+    for keys, step in steps:
+        try:
+            pikaOrExit()
+            settings = step()
+        except AMQPSettingsError as e:
+            raise ConfigError(str(e), fromFile(*keys)) from None
     try:
-        pikaOrExit()
-        settings = amqpSettings(url, pick("amqp-exchange"), passwordFile, passwordEnv)
+        settings.parameters()  # pika's own check of the URL's options
     except AMQPSettingsError as e:
-        raise ConfigError(str(e), where) from None
+        raise ConfigError(str(e), fromFile("amqp")) from None
     directory = pick("spool")
     if directory is None:
         state = os.environ.get("STATE_DIRECTORY")
         if not state:
-            raise ConfigError("--amqp needs --spool DIR: where records wait for the broker", where)
+            problem = "--amqp needs --spool DIR: where records wait for the broker"
+            raise ConfigError(problem, fromFile("amqp"))
         directory = os.path.join(state.split(":")[0], "spool")
     return {"amqp": settings, "spool": (directory, pick("spool-size"))}

@@ -290,6 +290,7 @@ class AMQPTests(TestCase):
         never = again.whenConfirmed()
         await again.stopService()
         self.failureResultOf(never, CancelledError)
+        self.failureResultOf(again.whenConfirmed(), CancelledError)  # stopped: at once
         with self.assertRaises(SpoolError):
             again.publish(record)
 
@@ -303,7 +304,15 @@ class AMQPTests(TestCase):
         event = Event("domain", "domain.lifecycle", "vm", "0" * 32, {"event": "STARTED"})
         with self.assertRaises(TypeError):
             publisher.publish(event)
-        self.assertEqual(publisher.spool.last, 0, "a refused event was spooled")
+        with self.assertRaises(TypeError):
+            publisher.publish({"kind": "note"}, "test:///default")
+        self.assertEqual(publisher.spool.last, 0, "a refused record was spooled")
+        other = os.path.abspath(self.mktemp())
+        with self.assertRaises(ValueError):
+            AMQPPublisher(self.rabbit.url, other, window=0)
+        with self.assertRaises(TypeError):
+            AMQPPublisher(publisher.settings, other, password="other")
+        self.assertFalse(os.path.exists(other), "a refused publisher made its spool")
 
     async def test_theExampleConsumerPrintsTheRecords(self) -> None:
         daemon = startDaemon(self)

@@ -548,6 +548,30 @@ spool-size = "64M"
             self.assertTrue(str(caught.exception).startswith(path + ": "), str(caught.exception))
             self.assertIn(problem, str(caught.exception))
 
+    def test_anErrorNamesTheFileOnlyForWhatTheFileGave(self) -> None:
+        state = os.environ.pop("STATE_DIRECTORY", None)
+        if state is not None:
+            self.addCleanup(self.setEnv, "STATE_DIRECTORY", state)
+        inFile = self.configFile('amqp = "amqp://u@rabbit/"\nspool = "s"\n')
+        with self.assertRaises(ConfigError) as caught:
+            loadConfig(inFile, {"amqp-password-file": "/nonexistent/pw"})
+        self.assertTrue(str(caught.exception).startswith("--amqp-password-file"), caught.exception)
+        onlyPassword = self.configFile('amqp-password-file = "gone"\nspool = "s"\n')
+        with self.assertRaises(ConfigError) as caught:
+            loadConfig(onlyPassword, {"amqp": "amqp://u@rabbit/"})
+        self.assertTrue(str(caught.exception).startswith(onlyPassword + ": "), caught.exception)
+
+    def test_pikaChecksTheURLAtLoad(self) -> None:
+        """What pika refuses is an error at start, not at the first connection."""
+        cases = [
+            ("amqp://rabbit/?heartbeat=often", "--amqp amqp://rabbit/?heartbeat=often"),
+            ("amqp://monitor@rabbit/", "no password for 'monitor'"),
+        ]
+        for url, problem in cases:
+            with self.assertRaises(ConfigError) as caught:
+                loadConfig(None, {"amqp": url, "spool": "s"})
+            self.assertIn(problem, str(caught.exception))
+
     def test_commandLineErrorsNameTheOption(self) -> None:
         with self.assertRaises(ConfigError) as caught:
             loadConfig(

@@ -371,6 +371,35 @@ class ReadAgainTests(WatchTestCase):
         seen = await self.readMessages(READS_PER_TURN + 8)
         self.assertEqual(seen, ["x"] * READS_PER_TURN + ["timer"] + ["x"] * 8 + ["timer"])
 
+    async def test_aWatchThatRaisesIsNotCalledAgainInTheTurn(self) -> None:
+        """
+        The raise ends the dispatch: its 0-timer fires before the next call
+        (within one dispatch, it would fire after both).
+        """
+        a, b = self.socketpair()
+        seen: list[str] = []
+
+        def fired(timer: int, opaque: Any) -> None:
+            seen.append("timer")
+            self.loop.updateTimeout(timer, -1)
+
+        def raising(watch: int, fd: int, events: int, opaque: Any) -> None:
+            seen.append("call")
+            self.loop.updateTimeout(timer, 0)
+            if seen.count("call") == 1:
+                raise RuntimeError("once")
+            os.read(fd, 100)
+
+        timer = self.loop.addTimeout(-1, fired, None)
+        self.addCleanup(self.loop.removeTimeout, timer)
+        watch = self.watch(a.fileno(), READABLE, raising)
+        b.send(b"unread")
+        await until(lambda: seen.count("timer") == 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        await turns(3)
+        self.assertEqual(seen, ["call", "timer", "call", "timer"])
+        self.loop.removeHandle(watch)
+
     async def test_aWatchThatStopsReadingIsNotCalledAgain(self) -> None:
         """A watch that stops asking for READABLE (libvirt does, while a thread reads) stops."""
         a, b = self.socketpair()
