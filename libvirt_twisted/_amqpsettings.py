@@ -66,7 +66,6 @@ class AMQPSettings:
                 " URL, or with --amqp-password-file or --amqp-password-env"
             )
         if self.password is not None:
-            parts = urlsplit(url)
             user = quote(parts.username or "guest", safe="")
             netloc = f"{user}:{quote(self.password, safe='')}@{parts.hostname}"
             if parts.port:

@@ -6,6 +6,7 @@ C{kind}, then the kind's own fields, each code by its libvirt name.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -13,6 +14,10 @@ from typing import Any
 
 from ._uri import maskURI
 from .events import Event
+
+#: A record's JSON: one encoder for the file's lines and the broker's bodies,
+#: so that both carry the same text (json.dumps with options makes one a call).
+encodeRecord = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def makeRecord(uri: str, kind: str, fields: Mapping[str, Any], seconds: float) -> dict[str, Any]:
@@ -25,10 +30,15 @@ def eventRecord(uri: str, event: Event, seconds: float | None = None) -> dict[st
     The record of a decoded libvirt event that C{uri} sent, at C{seconds}
     since the epoch (now by default); C{uri}'s password is masked.
     """
+    kind, fields = eventFields(event)
+    return makeRecord(maskURI(uri), kind, fields, time.time() if seconds is None else seconds)
+
+
+def eventFields(event: Event) -> tuple[str, dict[str, Any]]:
+    """A decoded event's record kind, and its fields after C{uri} and C{kind}."""
     fields = event.asDict()
     del fields["family"]
-    kind = fields.pop("kind")
-    return makeRecord(maskURI(uri), kind, fields, time.time() if seconds is None else seconds)
+    return fields.pop("kind"), fields
 
 
 def isoTime(seconds: float) -> str:

@@ -372,9 +372,12 @@ def _amqp(pick: Callable[[str], Any], given: Mapping[str, Any], path: str | None
         (("amqp-exchange",), lambda: amqpSettings(url, pick("amqp-exchange"))),
         (sources, lambda: amqpSettings(url, pick("amqp-exchange"), passwordFile, passwordEnv)),
     ]
+    try:
+        pikaOrExit()
+    except AMQPSettingsError as e:
+        raise ConfigError(str(e), fromFile("amqp")) from None
     for keys, step in steps:
         try:
-            pikaOrExit()
             settings = step()
         except AMQPSettingsError as e:
             raise ConfigError(str(e), fromFile(*keys)) from None

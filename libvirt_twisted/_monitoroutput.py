@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
-from ._eventrecords import makeRecord
+from ._eventrecords import encodeRecord, eventFields, makeRecord
 from .events import Event
 
 Format = Literal["text", "json"]
@@ -55,16 +55,14 @@ class RecordWriter:
 
     def event(self, uri: str, event: Event) -> None:
         """Write a libvirt event."""
-        fields = event.asDict()
-        del fields["family"]
-        self.write(uri, fields.pop("kind"), fields)
+        self.write(uri, *eventFields(event))
 
     def write(self, uri: str, kind: str, fields: Mapping[str, Any]) -> None:
         """Write one record."""
         record = makeRecord(uri, kind, fields, self._clock())
         body = self._publish(record) if self._publish is not None else None
         if self._format == "json":
-            line = body.decode("utf-8") if body is not None else _encode(record)
+            line = body.decode("utf-8") if body is not None else encodeRecord(record)
         else:
             line = _text(record)
         self._stream.write(line + "\n")
@@ -81,9 +79,6 @@ class RecordWriter:
         self._flushing = False
         if not self._stream.closed:
             self._stream.flush()
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _text(record: Mapping[str, Any]) -> str:

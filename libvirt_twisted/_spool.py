@@ -32,13 +32,11 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from ._eventrecords import encodeRecord
+
 SEGMENT = re.compile(r"segment-\d{20}\.jsonl")
 STATE_EVERY = 1000
 FULL = "spool {directory} full: dropped the {count} oldest records (seq {first} to {last})"
-
-
-#: One encoder for every record: json.dumps with options makes one a call.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 @dataclass(frozen=True)
@@ -247,7 +245,7 @@ class Spool:
         seq = self._next
         stamped = {key: value for key, value in record.items() if key not in ("seq", "monitor")}
         stamped["seq"], stamped["monitor"] = seq, self.monitorId
-        body = _encode(stamped).encode("utf-8")
+        body = encodeRecord(stamped).encode("utf-8")
         segment, writer = self._segmentForWriting()
         data = memoryview(body + b"\n")
         try:

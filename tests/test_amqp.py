@@ -56,20 +56,21 @@ def bindQueue(
         connection.close()
 
 
-def deleteExchange(url: str, exchange: str) -> None:
+def onChannel(url: str, action: Callable[[Any], object]) -> None:
+    """C{action(channel)} on a channel of a connection of its own."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        connection.channel().exchange_delete(exchange)
+        action(connection.channel())
     finally:
         connection.close()
+
+
+def deleteExchange(url: str, exchange: str) -> None:
+    onChannel(url, lambda channel: channel.exchange_delete(exchange))
 
 
 def deleteQueue(url: str, queue: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        connection.channel().queue_delete(queue)
-    finally:
-        connection.close()
+    onChannel(url, lambda channel: channel.queue_delete(queue))
 
 
 def drain(url: str, queue: str) -> list[tuple[str, bytes]]:
