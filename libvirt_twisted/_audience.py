@@ -55,17 +55,22 @@ class Audience:
         """
         if not subscription.live:
             return
+        item: tuple[Any, ...]
         if connection is not self._current():
             item = (connection, *args, subscription.opaque)
             self._held.setdefault(connection, []).append((subscription, item))
             return
+        # The event path: what _give does, without its detours.
         target = subscription.target
-        if subscription.decoded or isinstance(target, DeferredQueue):
-            self._give(subscription, (connection, *args, subscription.opaque))
+        if subscription.decoded:
+            item = (decode(subscription.family.name, subscription.eventID, args),)
+        else:
+            item = (connection, *args, subscription.opaque)
+        if isinstance(target, DeferredQueue):
+            self._delivery.send(target, item[0] if subscription.decoded else item)
             return
-        raw = cast("Callable[..., object]", target)  # not decoded: a raw callback
-        try:  # the event path: a plain callable, called straight away
-            raw(connection, *args, subscription.opaque)
+        try:
+            cast("Callable[..., object]", target)(*item)
         except Exception:
             log.failure("event callback {callback!r} raised", callback=target)
 

@@ -72,7 +72,7 @@ def makeService(options: Options) -> IService:
         config.format,  # type: ignore[arg-type]
         reactor.seconds,
         stdout,
-        later=lambda flush: reactor.callLater(0, flush),
+        scheduler=reactor,
     )
     publisher = _publisher(config, output, reactor)
     try:

@@ -11,20 +11,26 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
-from ._eventrecords import encodeRecord, eventFields, makeRecord
+from twisted.internet.interfaces import IDelayedCall
+
+from ._eventrecords import encodeEventRecord, encodeRecord, eventFields, makeRecord
+from ._reactor import Scheduler
 from .events import Event
 
 Format = Literal["text", "json"]
 #: Takes a record, returns its JSON body as published (None: not published).
 Publish = Callable[[Mapping[str, Any]], "bytes | None"]
-#: Calls a function on a later reactor turn.
-Later = Callable[[Callable[[], None]], object]
+#: How long a written record may wait to be handed to the operating system:
+#: every record written meanwhile goes with it, in one write.
+FLUSH_DELAY = 0.05
 
 
 class RecordWriter:
     """
-    Writes records, one line each, flushed at once so that a consumer sees
-    every event as it happens.
+    Writes records, one line each.  With a C{scheduler}, a record is handed
+    to the operating system at most C{FLUSH_DELAY} seconds after it was
+    written, with every record written meanwhile (a busy host costs one
+    write per interval, not one per event); without one, at once.
 
     A record is a flat mapping: C{time} (ISO 8601, UTC), C{uri} (password
     masked), C{kind} (C{domain.lifecycle}, C{connection.disconnected},
@@ -41,7 +47,7 @@ class RecordWriter:
         format: Format,
         clock: Callable[[], float],
         publish: Publish | None = None,
-        later: Later | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if format not in ("text", "json"):
             raise ValueError(f"unknown record format {format!r}; use text or json")
@@ -49,13 +55,16 @@ class RecordWriter:
         self._format = format
         self._clock = clock
         self._publish = publish
-        self._later = later
-        self._flushing = False
+        self._scheduler = scheduler
+        self._pending: IDelayedCall | None = None
         self.written = 0
 
     def event(self, uri: str, event: Event) -> None:
         """Write a libvirt event."""
-        self.write(uri, *eventFields(event))
+        if self._format == "json" and self._publish is None:
+            self._line(encodeEventRecord(uri, event, self._clock()))
+        else:
+            self.write(uri, *eventFields(event))
 
     def write(self, uri: str, kind: str, fields: Mapping[str, Any]) -> None:
         """Write one record."""
@@ -65,18 +74,21 @@ class RecordWriter:
             line = body.decode("utf-8") if body is not None else encodeRecord(record)
         else:
             line = _text(record)
+        self._line(line)
+
+    def _line(self, line: str) -> None:
         self._stream.write(line + "\n")
         self.written += 1
-        if self._later is None:
+        if self._scheduler is None:
             self._stream.flush()
-        elif not self._flushing:
-            # Once per reactor turn: every record of a burst in one write.
-            self._flushing = True
-            self._later(self.flush)
+        elif self._pending is None:
+            self._pending = self._scheduler.callLater(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
-        """Hand what is written to the operating system."""
-        self._flushing = False
+        """Hand what is written to the operating system now."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.active():
+            pending.cancel()
         if not self._stream.closed:
             self._stream.flush()
 
@@ -122,11 +134,11 @@ class Output:
         clock: Callable[[], float],
         stdout: IO[str] | None = None,
         publish: Publish | None = None,
-        later: Later | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.path = path
         self.publish = publish
-        self._later = later
+        self._scheduler = scheduler
         self.format = format
         self._clock = clock
         self._stdout = stdout
@@ -137,7 +149,7 @@ class Output:
         """Open the output; L{OutputError} if it cannot be opened or created."""
         self._stream = self._openStream(self.path)
         self._writer = RecordWriter(
-            self._stream, self.format, self._clock, self.publish, self._later
+            self._stream, self.format, self._clock, self.publish, self._scheduler
         )
 
     def _openStream(self, path: str) -> IO[str]:
@@ -162,15 +174,18 @@ class Output:
         self.path, self._stream = path, stream
         if format is not None:
             self.format = format
-        written = self._writer.written if self._writer is not None else 0
-        if old is not None and not old.closed:
-            old.flush()
-        self._writer = RecordWriter(stream, self.format, self._clock, self.publish, self._later)
+        written = 0
+        if self._writer is not None:
+            written = self._writer.written
+            self._writer.flush()
+        self._writer = RecordWriter(stream, self.format, self._clock, self.publish, self._scheduler)
         self._writer.written = written
         if old is not None and old is not stream and oldPath != "-":
             old.close()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
         if self._stream is not None:
             if self.path != "-":
                 self._stream.close()

@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -227,6 +227,15 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
     @raise ValueError: unknown family or event id.
     @raise TypeError: wrong number or type of arguments.
     """
+    if eventID == _DOMAIN_LIFECYCLE and family == "domain" and len(args) == 3:
+        # The event path's most common event, decoded without the general
+        # machinery; anything unusual about it goes the general way.
+        dom, event, detail = args
+        if isinstance(dom, libvirt.virDomain) and type(event) is int and type(detail) is int:
+            fields = _domainLifecycleFields(event, detail)
+            return _decoded(
+                family, "domain.lifecycle", dom.name() or None, dom.UUIDString(), fields
+            )
     kind, stem, names = _shape(family, _code(f"{family} event", "eventID", eventID))
     values = tuple(args)
     if names is None:
@@ -246,20 +255,35 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
     return _decoded(family, kind, name, uuid, fields)
 
 
+_DOMAIN_LIFECYCLE: int = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+
+
+@lru_cache(maxsize=256)
+def _domainLifecycleFields(event: int, detail: int) -> Mapping[str, str]:
+    """A domain lifecycle event's fields: few pairs, shared read-only by their events."""
+    return MappingProxyType(_lifecycle("domain.lifecycle", event, detail))
+
+
 def _decoded(
-    family: str, kind: str, name: str | None, uuid: str | None, fields: dict[str, Any]
+    family: str,
+    kind: str,
+    name: str | None,
+    uuid: str | None,
+    fields: dict[str, Any] | Mapping[str, Any],
 ) -> Event:
-    """An L{Event} from L{decode}, whose fields are JSON-safe and well named already."""
+    """
+    An L{Event} from L{decode}, whose fields are JSON-safe and well named
+    already: set straight into the frozen instance, not checked again.
+    """
     event: Event = object.__new__(Event)
-    for attribute, value in (
-        ("family", family),
-        ("kind", kind),
-        ("name", name),
-        ("uuid", uuid),
-        ("fields", MappingProxyType(fields)),
-        ("synthetic", False),
-    ):
-        object.__setattr__(event, attribute, value)
+    vars(event).update(
+        family=family,
+        kind=kind,
+        name=name,
+        uuid=uuid,
+        fields=fields if isinstance(fields, MappingProxyType) else MappingProxyType(fields),
+        synthetic=False,
+    )
     return event
 
 

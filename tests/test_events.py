@@ -303,6 +303,22 @@ class DecodeTests(TestCase):
             },
         )
 
+    def test_domainLifecycleShortCutDecodesAsTheGeneralPath(self) -> None:
+        """The event path's short cut for domain lifecycle events changes nothing."""
+        short = [
+            decode("domain", DOMAIN_LIFECYCLE, (self.domain, e, d))
+            for e in range(-1, 12)
+            for d in range(-1, 12)
+        ]
+        self.patch(events, "_DOMAIN_LIFECYCLE", -1)
+        general = [
+            decode("domain", DOMAIN_LIFECYCLE, (self.domain, e, d))
+            for e in range(-1, 12)
+            for d in range(-1, 12)
+        ]
+        self.assertEqual(short, general)
+        self.assertEqual([e.asDict() for e in short], [e.asDict() for e in general])
+
     def test_lifecycleDetailIsNamedUnderItsEvent(self) -> None:
         for event, detail, expected in [
             (libvirt.VIR_DOMAIN_EVENT_STARTED, 0, ("STARTED", "BOOTED")),

@@ -13,13 +13,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import libvirt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from libvirt_twisted import LibvirtService, _monitor, events
-from libvirt_twisted._eventrecords import isoTime
+from libvirt_twisted._eventrecords import (
+    encodeEventRecord,
+    encodeRecord,
+    eventFields,
+    isoTime,
+    makeRecord,
+)
 from libvirt_twisted._hostmonitor import HostMonitor
-from libvirt_twisted._monitoroutput import Output, RecordWriter
+from libvirt_twisted._monitoroutput import FLUSH_DELAY, Output, RecordWriter
 from libvirt_twisted._resync import GRACE
 
 from ._harness import daemonClients, startDaemon, testDomainXML, until
@@ -319,25 +327,82 @@ class OptionsTests(SynchronousTestCase):
             self.assertTrue(str(raised.exception.code).startswith("libvirt-monitor: "))
 
 
+#: Field values as events hold them, and keys that include the record's own.
+FIELD_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=5,
+)
+FIELD_KEYS = st.sampled_from(["event", "detail", "time", "uri", "reason"]) | st.text()
+CORE = ("family", "kind", "name", "uuid", "synthetic")
+
+
 class RecordWriterTests(SynchronousTestCase):
-    """Records as lines: the time's format, and one flush per reactor turn."""
+    """Records as lines: the time's format, the JSON, and one flush per reactor turn."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        uri=st.text(),
+        kind=st.text(),
+        name=st.none() | st.text(),
+        uuid=st.none() | st.text(),
+        fields=st.dictionaries(FIELD_KEYS, st.none() | st.integers() | st.text(), max_size=4)
+        | st.dictionaries(FIELD_KEYS, FIELD_VALUES, max_size=4),
+        synthetic=st.booleans(),
+        seconds=st.floats(0, 4e9),
+    )
+    def test_anEventsLineIsItsRecordsJSON(
+        self,
+        uri: str,
+        kind: str,
+        name: str | None,
+        uuid: str | None,
+        fields: dict[str, Any],
+        synthetic: bool,
+        seconds: float,
+    ) -> None:
+        """The monitor's short cut for events writes what the general encoder would."""
+        fields = {k: v for k, v in fields.items() if k not in CORE}
+        event = events.Event("domain", kind, name, uuid, fields, synthetic)
+        general = encodeRecord(makeRecord(uri, *eventFields(event), seconds))
+        self.assertEqual(encodeEventRecord(uri, event, seconds), general)
 
     def test_isoTimeAgreesWithDatetime(self) -> None:
         for seconds in (0.0, 1.5, 1796173648.186347, 1796173648.9999996, 951782400.000001):
             expected = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
             self.assertEqual(isoTime(seconds), expected.replace("+00:00", "Z"), seconds)
 
-    def test_aBurstIsFlushedOnceOnTheNextTurn(self) -> None:
+    def test_aBurstIsFlushedOnceAfterTheDelay(self) -> None:
         clock = Clock()
         stream = io.StringIO()
         flushes: list[int] = []
         stream.flush = lambda: flushes.append(len(stream.getvalue()))  # type: ignore[method-assign]
-        writer = RecordWriter(stream, "json", clock.seconds, later=lambda f: clock.callLater(0, f))
+        writer = RecordWriter(stream, "json", clock.seconds, scheduler=clock)
         for n in range(3):
             writer.write("test:///default", "domain.lifecycle", {"n": n})
+            clock.advance(FLUSH_DELAY / 4)
         self.assertEqual(flushes, [])
-        clock.advance(0)
+        clock.advance(FLUSH_DELAY / 4)
         self.assertEqual(flushes, [len(stream.getvalue())])
         self.assertEqual(
             [json.loads(line)["n"] for line in stream.getvalue().splitlines()], [0, 1, 2]
         )
+        writer.write("test:///default", "domain.lifecycle", {"n": 3})
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_closingFlushesAndCancelsTheDelay(self) -> None:
+        """Closing or reopening the output writes what waits, and leaves no call behind."""
+        clock = Clock()
+        first, second = self.mktemp(), self.mktemp()
+        output = Output(first, "json", clock.seconds, scheduler=clock)
+        output.open()
+        output.write("test:///default", "connection.connected", {})
+        output.reopen(second)
+        with open(first) as f:
+            self.assertEqual(len(f.readlines()), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        output.write("test:///default", "connection.stopped", {})
+        output.close()
+        with open(second) as f:
+            self.assertEqual([json.loads(line)["kind"] for line in f], ["connection.stopped"])
+        self.assertEqual(clock.getDelayedCalls(), [])
