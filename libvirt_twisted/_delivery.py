@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from types import MethodType
+from typing import Any, cast
 
 from twisted.internet.defer import DeferredQueue
 from twisted.logger import Logger
@@ -88,24 +89,41 @@ class Delivery:
                 self.log.failure("could not queue an event for {queue!r}", queue=queue)
 
 
+#: A connection's delivery method, held weakly: its connection, and its function.
+WeakDelivery = tuple["weakref.ref[Any]", Callable[[Any, Key, tuple[Any, ...]], None]]
+
+
+def weakDelivery(deliver: Callable[[Key, tuple[Any, ...]], None]) -> WeakDelivery:
+    """C{deliver}, a bound method, as a weak reference to its object and its function."""
+    method = cast(MethodType, deliver)
+    return weakref.ref(method.__self__), method.__func__
+
+
 class Dispatcher:
     """
-    The callback libvirt holds for one key.  It refers to the connection's
-    delivery weakly: libvirt-python keeps callbacks alive from C, where the
-    garbage collector cannot see the cycle.
+    The callback libvirt holds for one key.  It refers to the connection
+    weakly: libvirt-python keeps callbacks alive from C, where the garbage
+    collector cannot see the cycle.  (A weak reference and a function rather
+    than a C{WeakMethod}, which makes a bound method on every event.)
     """
 
+    __slots__ = ("_function", "_key", "_owner")
+
     def __init__(
-        self, deliver: weakref.WeakMethod[Callable[[Key, tuple[Any, ...]], None]], key: Key
+        self,
+        owner: weakref.ref[Any],
+        function: Callable[[Any, Key, tuple[Any, ...]], None],
+        key: Key,
     ) -> None:
-        self._deliver = deliver
+        self._owner = owner
+        self._function = function
         self._key = key
 
     def __call__(self, virConnect: Any, *args: Any) -> None:
-        deliver = self._deliver()
-        if deliver is not None:
+        owner = self._owner()
+        if owner is not None:
             # libvirt passes (connection, object, details..., opaque).
-            deliver(self._key, args[:-1])
+            self._function(owner, self._key, args[:-1])
 
 
 class CloseDispatcher:

@@ -10,7 +10,6 @@ C{*EventRegisterAny} methods to it.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +20,7 @@ from twisted.logger import Logger
 from . import _families
 from ._callgate import CallGate
 from ._debug import timed
-from ._delivery import Dispatcher, Target
+from ._delivery import Dispatcher, Target, weakDelivery
 from ._eventloop import EventLoop
 from ._queue import EventQueue
 from ._reactor import ThreadsReactor
@@ -69,7 +68,8 @@ class Registrations:
         self._virConnect = virConnect
         self._loop = loop
         self._uri = uri
-        self._deliver = weakref.WeakMethod(deliver)
+        # Weakly, as the dispatchers libvirt holds do: no cycle through the connection.
+        self._deliverTo = weakDelivery(deliver)
         self._reactor = reactor
         self._registry = Registry()
         self._gate = CallGate()
@@ -230,7 +230,7 @@ class Registrations:
             if predecessor is not None:
                 # libvirt refuses a key it still holds for listeners gone.
                 predecessor.departure.wait()
-            dispatcher = Dispatcher(self._deliver, registration.key)
+            dispatcher = Dispatcher(*self._deliverTo, registration.key)
             libvirtId = register(obj, eventID, dispatcher, None)
         except BaseException as e:
             _forget(self._registry.abandon(registration, e))
