@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -141,16 +142,20 @@ def routingKey(record: Mapping[str, Any], localHost: str | None = None) -> str:
     is the lifecycle event (C{STARTED}) or C{_}.  So C{*.domain.lifecycle.#}
     binds every domain lifecycle event of every host.
     """
-    family, _, kind = str(record.get("kind", "_")).partition(".")
     event = record.get("event")
-    return ".".join(
-        (
-            _word(hostWord(str(record.get("uri", "")), localHost)),
-            _word(family),
-            _word(kind),
-            _word(event if isinstance(event, str) else ""),
-        )
+    return _routingKey(
+        str(record.get("uri", "")),
+        str(record.get("kind", "_")),
+        event if isinstance(event, str) else "",
+        localHost,
     )
+
+
+@lru_cache(maxsize=4096)
+def _routingKey(uri: str, kind: str, event: str, localHost: str | None) -> str:
+    """L{routingKey} of a record's fields: few combinations, one per record."""
+    family, _, kind = kind.partition(".")
+    return ".".join((_word(hostWord(uri, localHost)), _word(family), _word(kind), _word(event)))
 
 
 def hostWord(uri: str, localHost: str | None = None) -> str:
