@@ -147,7 +147,7 @@ def routingKey(record: Mapping[str, Any], localHost: str | None = None) -> str:
         str(record.get("uri", "")),
         str(record.get("kind", "_")),
         event if isinstance(event, str) else "",
-        localHost,
+        localHost or socket.gethostname(),  # asked each time: the cache keys on it
     )
 
 

@@ -54,6 +54,9 @@ def encodeEventRecord(uri: str, event: Event, seconds: float) -> str:
     most events') are encoded one by one; any other event takes the general
     path.
     """
+    name, uuid = event.name, event.uuid
+    if not (name is None or name.__class__ is str) or not (uuid is None or uuid.__class__ is str):
+        return encodeRecord(makeRecord(uri, *eventFields(event), seconds))
     parts = [
         '{"time":"',
         isoTime(seconds),
@@ -62,9 +65,9 @@ def encodeEventRecord(uri: str, event: Event, seconds: float) -> str:
         ',"kind":',
         _quoted(event.kind),
         ',"name":',
-        "null" if event.name is None else encode_basestring_ascii(event.name),
+        "null" if name is None else encode_basestring_ascii(name),
         ',"uuid":',
-        "null" if event.uuid is None else encode_basestring_ascii(event.uuid),
+        "null" if uuid is None else encode_basestring_ascii(uuid),
     ]
     for key, value in event.fields.items():
         if key in _HEAD:  # a field that takes the place of the record's own

@@ -184,15 +184,17 @@ class Output:
             old.close()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-        if self._stream is not None:
-            if self.path != "-":
-                self._stream.close()
-            else:
-                self._stream.flush()
-        self._stream = None
-        self._writer = None
+        writer, stream = self._writer, self._stream
+        self._stream = self._writer = None
+        try:
+            if writer is not None:
+                writer.flush()  # cancels the pending flush
+        finally:
+            if stream is not None:
+                if self.path != "-":
+                    stream.close()
+                else:
+                    stream.flush()
 
     @property
     def written(self) -> int:

@@ -227,7 +227,12 @@ def decode(family: str, eventID: int, args: Sequence[Any]) -> Event:
     @raise ValueError: unknown family or event id.
     @raise TypeError: wrong number or type of arguments.
     """
-    if eventID == _DOMAIN_LIFECYCLE and family == "domain" and len(args) == 3:
+    if (
+        type(eventID) is int
+        and eventID == _DOMAIN_LIFECYCLE
+        and family == "domain"
+        and len(args) == 3
+    ):
         # The event path's most common event, decoded without the general
         # machinery; anything unusual about it goes the general way.
         dom, event, detail = args

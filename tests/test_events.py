@@ -318,6 +318,9 @@ class DecodeTests(TestCase):
         ]
         self.assertEqual(short, general)
         self.assertEqual([e.asDict() for e in short], [e.asDict() for e in general])
+        for eventID in (False, 0.0):
+            with self.assertRaises(TypeError):
+                decode("domain", eventID, (self.domain, 2, 0))  # type: ignore[arg-type]
 
     def test_lifecycleDetailIsNamedUnderItsEvent(self) -> None:
         for event, detail, expected in [

@@ -338,14 +338,14 @@ CORE = ("family", "kind", "name", "uuid", "synthetic")
 
 
 class RecordWriterTests(SynchronousTestCase):
-    """Records as lines: the time's format, the JSON, and one flush per reactor turn."""
+    """Records as lines: the time's format, the JSON, and one flush per FLUSH_DELAY."""
 
     @settings(max_examples=300, deadline=None)
     @given(
         uri=st.text(),
         kind=st.text(),
-        name=st.none() | st.text(),
-        uuid=st.none() | st.text(),
+        name=st.none() | st.text() | st.integers(),
+        uuid=st.none() | st.text() | st.integers(),
         fields=st.dictionaries(FIELD_KEYS, st.none() | st.integers() | st.text(), max_size=4)
         | st.dictionaries(FIELD_KEYS, FIELD_VALUES, max_size=4),
         synthetic=st.booleans(),
@@ -355,15 +355,15 @@ class RecordWriterTests(SynchronousTestCase):
         self,
         uri: str,
         kind: str,
-        name: str | None,
-        uuid: str | None,
+        name: str | int | None,
+        uuid: str | int | None,
         fields: dict[str, Any],
         synthetic: bool,
         seconds: float,
     ) -> None:
         """The monitor's short cut for events writes what the general encoder would."""
         fields = {k: v for k, v in fields.items() if k not in CORE}
-        event = events.Event("domain", kind, name, uuid, fields, synthetic)
+        event = events.Event("domain", kind, name, uuid, fields, synthetic)  # type: ignore[arg-type]
         general = encodeRecord(makeRecord(uri, *eventFields(event), seconds))
         self.assertEqual(encodeEventRecord(uri, event, seconds), general)
 
@@ -389,6 +389,22 @@ class RecordWriterTests(SynchronousTestCase):
         )
         writer.write("test:///default", "domain.lifecycle", {"n": 3})
         self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_aFailingFlushStillClosesTheOutput(self) -> None:
+        """A flush that fails (a broken pipe) is raised, and the output is closed all the same."""
+
+        class Broken(io.StringIO):
+            def flush(self) -> None:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        clock = Clock()
+        output = Output("-", "json", clock.seconds, stdout=Broken(), scheduler=clock)
+        output.open()
+        output.write("test:///default", "connection.connected", {})
+        self.assertRaises(BrokenPipeError, output.close)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertRaises(RuntimeError, output.write, "test:///default", "connection.stopped", {})
+        output.close()  # closed already: nothing to do
 
     def test_closingFlushesAndCancelsTheDelay(self) -> None:
         """Closing or reopening the output writes what waits, and leaves no call behind."""
