@@ -152,7 +152,7 @@ def routingKey(record: Mapping[str, Any], localHost: str | None = None) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _routingKey(uri: str, kind: str, event: str, localHost: str | None) -> str:
+def _routingKey(uri: str, kind: str, event: str, localHost: str) -> str:
     """L{routingKey} of a record's fields: few combinations, one per record."""
     family, _, kind = kind.partition(".")
     return ".".join((_word(hostWord(uri, localHost)), _word(family), _word(kind), _word(event)))

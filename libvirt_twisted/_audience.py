@@ -37,6 +37,7 @@ class Audience:
         self._delivery = Delivery(reactor)
         self._current = current
         self._observers: list[Observer] = []
+        #: Events of connections still being set up: each subscription and its arguments.
         self._held: dict[LibvirtConnection, list[tuple[Subscription, tuple[Any, ...]]]] = {}
 
     def addObserver(self, observer: Observer) -> None:
@@ -55,22 +56,16 @@ class Audience:
         """
         if not subscription.live:
             return
-        item: tuple[Any, ...]
         if connection is not self._current():
-            item = (connection, *args, subscription.opaque)
-            self._held.setdefault(connection, []).append((subscription, item))
+            self._held.setdefault(connection, []).append((subscription, args))
             return
-        # The event path: what _give does, without its detours.
         target = subscription.target
-        if subscription.decoded:
-            item = (decode(subscription.family.name, subscription.eventID, args),)
-        else:
-            item = (connection, *args, subscription.opaque)
-        if isinstance(target, DeferredQueue):
-            self._delivery.send(target, item[0] if subscription.decoded else item)
+        if subscription.decoded or isinstance(target, DeferredQueue):
+            self._give(subscription, connection, args)
             return
-        try:
-            cast("Callable[..., object]", target)(*item)
+        raw = cast("Callable[..., object]", target)  # not decoded: a raw callback
+        try:  # the event path: a plain callable, called straight away
+            raw(connection, *args, subscription.opaque)
         except Exception:
             log.failure("event callback {callback!r} raised", callback=target)
 
@@ -110,18 +105,19 @@ class Audience:
         explain what changed while there was none, then its own events.
         """
         self.tell(status, queues, synthesized)
-        for subscription, item in self._held.pop(connection, ()):
+        for subscription, args in self._held.pop(connection, ()):
             if subscription.live:
-                self._give(subscription, item)
+                self._give(subscription, connection, args)
 
-    def _give(self, subscription: Subscription, item: tuple[Any, ...]) -> None:
+    def _give(
+        self, subscription: Subscription, connection: LibvirtConnection, args: tuple[Any, ...]
+    ) -> None:
         """One event to one subscriber, decoded if it asked."""
         if subscription.decoded:
-            family, eventID = subscription.family.name, subscription.eventID
-            event = decode(family, eventID, item[1:-1])
+            event = decode(subscription.family.name, subscription.eventID, args)
             self._delivery.giveOne(subscription.target, event)
         else:
-            self._delivery.give(subscription.target, item)
+            self._delivery.give(subscription.target, (connection, *args, subscription.opaque))
 
     def forget(self, connection: LibvirtConnection) -> None:
         """C{connection} will never be current (again): drop what it held."""

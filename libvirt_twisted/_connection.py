@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import libvirt
-from twisted.internet.defer import Deferred, DeferredQueue, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ._closelisteners import CloseListeners
@@ -345,15 +345,9 @@ class LibvirtConnection(LibvirtConnectionEvents, _Forwarded):
         if not self._loop.onReactorThread():
             self._fromThreads.callFromThread(self._deliver, key, args)
             return
+        delivery = self._delivery
         for listener in self._registrations.listenersOf(key):
-            target = listener.target
-            if isinstance(target, DeferredQueue):
-                self._delivery.send(target, (self, *args, listener.opaque))
-                continue
-            try:  # Delivery.give, inline: this runs for every event
-                target(self, *args, listener.opaque)
-            except Exception:
-                log.failure("event callback {callback!r} raised", callback=target)
+            delivery.give(listener.target, (self, *args, listener.opaque))
 
     def _libvirtClosed(self, reason: int) -> None:
         """libvirt's close callback: any thread, inside libvirt's dispatch."""

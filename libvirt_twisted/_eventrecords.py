@@ -55,35 +55,34 @@ def encodeEventRecord(uri: str, event: Event, seconds: float) -> str:
     path.
     """
     name, uuid = event.name, event.uuid
-    if not (name is None or name.__class__ is str) or not (uuid is None or uuid.__class__ is str):
-        return encodeRecord(makeRecord(uri, *eventFields(event), seconds))
-    parts = [
-        '{"time":"',
-        isoTime(seconds),
-        '","uri":',
-        _quoted(uri),
-        ',"kind":',
-        _quoted(event.kind),
-        ',"name":',
-        "null" if name is None else encode_basestring_ascii(name),
-        ',"uuid":',
-        "null" if uuid is None else encode_basestring_ascii(uuid),
-    ]
-    for key, value in event.fields.items():
-        if key in _HEAD:  # a field that takes the place of the record's own
-            break
-        cls = value.__class__
-        if cls is str:
-            parts += (_key(key), encode_basestring_ascii(value))
-        elif cls is int:
-            parts += (_key(key), int.__repr__(value))
-        elif value is None:
-            parts += (_key(key), "null")
+    if (name is None or name.__class__ is str) and (uuid is None or uuid.__class__ is str):
+        parts = [
+            '{"time":"',
+            isoTime(seconds),
+            '","uri":',
+            _quoted(uri),
+            ',"kind":',
+            _quoted(event.kind),
+            ',"name":',
+            "null" if name is None else encode_basestring_ascii(name),
+            ',"uuid":',
+            "null" if uuid is None else encode_basestring_ascii(uuid),
+        ]
+        for key, value in event.fields.items():
+            if key in _HEAD:  # a field that takes the place of the record's own
+                break
+            cls = value.__class__
+            if cls is str:
+                parts += (_key(key), encode_basestring_ascii(value))
+            elif cls is int:
+                parts += (_key(key), int.__repr__(value))
+            elif value is None:
+                parts += (_key(key), "null")
+            else:
+                break
         else:
-            break
-    else:
-        parts.append(',"synthetic":true}' if event.synthetic else "}")
-        return "".join(parts)
+            parts.append(',"synthetic":true}' if event.synthetic else "}")
+            return "".join(parts)
     return encodeRecord(makeRecord(uri, *eventFields(event), seconds))
 
 

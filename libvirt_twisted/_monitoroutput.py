@@ -202,10 +202,7 @@ class Output:
         return self._writer.written if self._writer is not None else 0
 
     def event(self, uri: str, event: Event) -> None:
-        writer = self._writer  # _open(), inline: this runs for every event
-        if writer is None:
-            writer = self._open()
-        writer.event(uri, event)
+        self._open().event(uri, event)
 
     def write(self, uri: str, kind: str, fields: dict[str, Any]) -> None:
         self._open().write(uri, kind, fields)
