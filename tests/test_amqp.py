@@ -331,6 +331,9 @@ class AMQPTests(TestCase):
             [(r["name"], r["event"]) for r in consumer.records],
             [("consumed", "STARTED"), ("consumed", "STOPPED")],
         )
+        # The broker may hand a record on before the monitor flushes its file
+        # (at most FLUSH_DELAY later).
+        await monitor.when(has("domain.lifecycle", name="consumed", event="STOPPED"))
         published = [r for r in monitor.records if r.get("name") == "consumed"]
         self.assertEqual(consumer.records, published)
         self.assertEqual(await monitor.terminate(), 0)
